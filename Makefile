@@ -1,0 +1,38 @@
+# Two commands: `make run` starts the whole system, `make test` runs every test.
+# Both bootstrap first: a private uv in .uv/, then every package into .venv/ from uv.lock.
+
+UV := .uv/bin/uv
+export UV_PROJECT_ENVIRONMENT := $(CURDIR)/.venv
+PYTHON ?= python3
+PACKAGES := common/ticketing_common auth/ticketing_auth tickets/ticketing_tickets \
+	orders/ticketing_orders payments/ticketing_payments expiration/ticketing_expiration \
+	client/ticketing_client infra/devstack/devstack infra/fakestripe/fakestripe nats-test/nats_test
+
+.PHONY: bootstrap run test lint bench clean
+
+bootstrap: .venv/.installed
+
+$(UV):
+	$(PYTHON) -m venv .uv
+	.uv/bin/pip install --quiet --disable-pip-version-check 'uv>=0.9,<1'
+
+.venv/.installed: $(UV) uv.lock pyproject.toml $(wildcard */pyproject.toml infra/*/pyproject.toml)
+	$(UV) sync --frozen --all-packages --all-extras
+	touch $@
+
+run: bootstrap
+	.venv/bin/ticketing up
+
+test: bootstrap
+	.venv/bin/pytest
+
+lint: bootstrap
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+	.venv/bin/mypy $(wildcard $(PACKAGES))
+
+bench: bootstrap
+	.venv/bin/python -m bench
+
+clean:
+	rm -rf .venv .uv .data

@@ -1,0 +1,3 @@
+from ticketing_auth.main import main
+
+main()

@@ -1,0 +1,13 @@
+"""The auth service's settings, from the environment."""
+
+from ticketing_common.settings import MongoSettings, ServiceSettings, SessionSettings
+
+
+class Settings(ServiceSettings, MongoSettings, SessionSettings):
+    service_name: str = "auth"
+    # Argon2id cost; the defaults are pwdlib's recommendation (about 0.14 s a hash on 2 cores).
+    argon2_time_cost: int = 3
+    argon2_memory_kib: int = 65536
+    argon2_parallelism: int = 4
+    signin_max_failures: int = 10
+    signin_window_seconds: int = 900

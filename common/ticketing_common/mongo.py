@@ -1,0 +1,104 @@
+"""MongoDB access: connecting, ids, JSON-ready documents, indexes, versioned updates."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from bson import ObjectId
+from bson.errors import InvalidId
+from pymongo import AsyncMongoClient, ReturnDocument
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.asynchronous.database import AsyncDatabase
+
+from ticketing_common.errors import NotFoundError
+
+Document = dict[str, Any]
+HIDDEN_FIELDS = ("_id", "outbox", "outboxRev")
+
+
+def connect(uri: str) -> AsyncMongoClient[Document]:
+    """A client that fails fast enough for a 503 and returns aware datetimes."""
+    return AsyncMongoClient(uri, tz_aware=True, serverSelectionTimeoutMS=3000)
+
+
+def database(client: AsyncMongoClient[Document]) -> AsyncDatabase[Document]:
+    db: AsyncDatabase[Document] = client.get_default_database()
+    return db
+
+
+def object_id(value: str) -> ObjectId | None:
+    try:
+        return ObjectId(value) if len(value) == 24 else None
+    except (InvalidId, TypeError):
+        return None
+
+
+def require_object_id(value: str) -> ObjectId:
+    """A path id that is not an ObjectId names nothing: 404."""
+    oid = object_id(value)
+    if oid is None:
+        raise NotFoundError()
+    return oid
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, ObjectId):
+        return str(value)
+    if isinstance(value, datetime):
+        return iso(value)
+    if isinstance(value, Mapping):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def iso(moment: datetime) -> str:
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def to_api(doc: Mapping[str, Any], hidden: Iterable[str] = HIDDEN_FIELDS) -> Document:
+    """`_id` becomes `id`; ObjectIds and datetimes become strings; internals are dropped."""
+    out: Document = {"id": str(doc["_id"])}
+    skip = set(hidden)
+    out.update({k: _jsonable(v) for k, v in doc.items() if k not in skip})
+    return out
+
+
+@dataclass(frozen=True)
+class Index:
+    keys: list[tuple[str, int]]
+    unique: bool = False
+    sparse: bool = False
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+async def ensure_indexes(
+    db: AsyncDatabase[Document], indexes: Mapping[str, Iterable[Index]]
+) -> None:
+    for collection, specs in indexes.items():
+        for spec in specs:
+            await db[collection].create_index(
+                spec.keys, unique=spec.unique, sparse=spec.sparse, **spec.options
+            )
+
+
+async def update_versioned(
+    collection: AsyncCollection[Document],
+    doc_id: ObjectId,
+    version: int,
+    update: Mapping[str, Any],
+) -> Document | None:
+    """Apply `update` only where `version` still matches and raise it by one.
+
+    Returns the updated document, or None when someone else changed it first.
+    """
+    changes = {k: dict(v) for k, v in update.items()}
+    changes.setdefault("$inc", {})["version"] = 1
+    result: Document | None = await collection.find_one_and_update(
+        {"_id": doc_id, "version": version}, changes, return_document=ReturnDocument.AFTER
+    )
+    return result

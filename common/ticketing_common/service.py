@@ -1,0 +1,210 @@
+"""The skeleton every service shares: the FastAPI app, and the runtime wiring MongoDB and NATS."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import uvicorn
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import JSONResponse
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
+from starlette.types import Lifespan
+
+from ticketing_common.bus import EventBus
+from ticketing_common.errors import error_item, error_response, install_error_handlers
+from ticketing_common.logs import RequestContextMiddleware, configure_logging
+from ticketing_common.mongo import Document, Index, connect, database, ensure_indexes
+from ticketing_common.outbox import OutboxRelay
+from ticketing_common.settings import MongoSettings, NatsSettings, ServiceSettings
+
+if TYPE_CHECKING:
+    from ticketing_common.listener import Listener
+
+log = logging.getLogger("ticketing.service")
+T = TypeVar("T")
+
+
+@dataclass
+class Runtime:
+    """The connections a running service holds; routes and listeners reach them through it."""
+
+    settings: ServiceSettings
+    mongo: AsyncMongoClient[Document] | None = None
+    bus: EventBus | None = None
+    relay: OutboxRelay | None = None
+    listeners: list[Listener[Any]] = field(default_factory=list)
+
+    @property
+    def db(self) -> AsyncDatabase[Document]:
+        assert self.mongo is not None, "this service has no database"
+        db: AsyncDatabase[Document] = database(self.mongo)
+        return db
+
+    def events_stored(self) -> None:
+        """Tell the relay that a write just stored events."""
+        if self.relay is not None:
+            self.relay.kick()
+
+    async def ready(self) -> bool:
+        try:
+            if self.mongo is not None:
+                await asyncio.wait_for(self.mongo.admin.command("ping"), 2)
+        except Exception:
+            return False
+        return self.bus is None or self.bus.connected
+
+
+async def get_runtime(request: Request) -> Runtime:
+    """Dependency: the running service's connections."""
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+async def get_db(request: Request) -> AsyncDatabase[Document]:
+    """Dependency: the service's own database."""
+    return (await get_runtime(request)).db
+
+
+health = APIRouter(include_in_schema=False)
+
+
+@health.get("/healthz")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@health.get("/readyz")
+async def readyz(request: Request) -> JSONResponse:
+    runtime: Runtime | None = getattr(request.app.state, "runtime", None)
+    if runtime is not None and await runtime.ready():
+        return JSONResponse({"status": "ready"})
+    failed: JSONResponse = error_response(503, [error_item("Service unavailable")])
+    return failed
+
+
+def service_app(
+    settings: ServiceSettings,
+    *,
+    title: str,
+    api_prefix: str,
+    routers: Iterable[APIRouter],
+    lifespan: Lifespan[FastAPI] | None = None,
+) -> FastAPI:
+    """A FastAPI app with the SPEC error shapes, request ids, health and docs under its prefix."""
+    app = FastAPI(
+        title=title,
+        openapi_url=f"{api_prefix}/openapi.json",
+        docs_url=f"{api_prefix}/docs",
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    install_error_handlers(app)
+    app.add_middleware(RequestContextMiddleware)
+    for router in routers:
+        app.include_router(router, prefix=api_prefix)
+    app.include_router(health)
+    return app
+
+
+async def _until_up(what: str, attempt: Callable[[], Awaitable[T]], patience: float) -> T:
+    """Retry a connection at start-up: `docker stack deploy` ignores `depends_on`."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + patience
+    delay = 0.2
+    while True:
+        try:
+            return await attempt()
+        except Exception as exc:
+            if loop.time() >= deadline:
+                raise
+            log.warning("waiting for %s: %r", what, exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 3.0)
+
+
+ListenerFactory = Callable[[Runtime], "Listener[Any]"]
+
+
+@asynccontextmanager
+async def run_service(
+    app: FastAPI,
+    settings: ServiceSettings,
+    *,
+    indexes: Mapping[str, Sequence[Index]] | None = None,
+    outbox: Sequence[str] = (),
+    listeners: Sequence[ListenerFactory] = (),
+) -> AsyncIterator[Runtime]:
+    """Connect what the settings name, start relay and listeners; undo it all gracefully."""
+    runtime = Runtime(settings)
+    timeout = settings.startup_timeout_seconds
+    try:
+        if isinstance(settings, MongoSettings):
+            runtime.mongo = connect(settings.mongo_uri)
+            await _until_up("mongodb", lambda: ensure_indexes(runtime.db, indexes or {}), timeout)
+        if isinstance(settings, NatsSettings):
+            runtime.bus = await _until_up(
+                "nats",
+                lambda: EventBus.connect(
+                    settings.nats_url, name=settings.service_name, stream=settings.nats_stream
+                ),
+                timeout,
+            )
+            if outbox:
+                runtime.relay = OutboxRelay(
+                    runtime.bus,
+                    [runtime.db[name] for name in outbox],
+                    sweep_seconds=settings.outbox_sweep_seconds,
+                )
+                runtime.relay.start()
+            for make in listeners:
+                listener = make(runtime)
+                await listener.start()
+                runtime.listeners.append(listener)
+        app.state.runtime = runtime
+        yield runtime
+    finally:
+        for listener in runtime.listeners:
+            await listener.stop()
+        if runtime.relay is not None:
+            await runtime.relay.stop()
+        if runtime.bus is not None:
+            await runtime.bus.close()
+        if runtime.mongo is not None:
+            await runtime.mongo.close()
+
+
+def service_lifespan(
+    settings: ServiceSettings,
+    *,
+    indexes: Mapping[str, Sequence[Index]] | None = None,
+    outbox: Sequence[str] = (),
+    listeners: Sequence[ListenerFactory] = (),
+) -> Lifespan[FastAPI]:
+    """The lifespan a service's `main.py` hands to its app: `run_service` around the app's life."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with run_service(app, settings, indexes=indexes, outbox=outbox, listeners=listeners):
+            yield
+
+    return lifespan
+
+
+def serve_forever(app: FastAPI, settings: ServiceSettings) -> None:
+    """Run the app under uvicorn with JSON logs, until SIGTERM or Ctrl-C."""
+    configure_logging(settings.service_name, settings.log_level)
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=10,
+    )

@@ -1,0 +1,67 @@
+"""Settings from the environment, shared by every service."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServiceSettings(BaseSettings):
+    """What every service reads; services add the mixins of the parts they use."""
+
+    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+
+    service_name: str = "service"
+    host: str = "0.0.0.0"
+    port: int = 3000
+    log_level: str = "INFO"
+    startup_timeout_seconds: float = 60.0
+
+
+class MongoSettings(BaseSettings):
+    mongo_uri: str
+
+
+class SessionSettings(BaseSettings):
+    jwt_key: str
+    jwt_ttl_seconds: int = 86400
+    cookie_secure: bool = True
+
+
+class NatsSettings(BaseSettings):
+    nats_url: str
+    nats_stream: str = "TICKETING"
+    listener_ack_wait_seconds: float = 5.0
+    listener_max_deliver: int = 10
+    listener_backoff_seconds: float = 0.2
+    outbox_sweep_seconds: float = 1.0
+
+
+S = TypeVar("S", bound=BaseSettings)
+
+
+def _from_files(cls: type[BaseSettings]) -> dict[str, str]:
+    """`NAME_FILE` (Docker and Kubernetes secrets) stands in for a missing `NAME`."""
+    values: dict[str, str] = {}
+    for name in cls.model_fields:
+        env = name.upper()
+        path = os.environ.get(f"{env}_FILE")
+        if env not in os.environ and path:
+            values[name] = Path(path).read_text().strip()
+    return values
+
+
+def load_settings(cls: type[S], **overrides: object) -> S:
+    """Build settings, or stop start-up with `<NAME> must be defined`."""
+    values: dict[str, Any] = {**_from_files(cls), **overrides}
+    try:
+        return cls(**values)
+    except ValidationError as exc:
+        missing = [str(e["loc"][0]).upper() for e in exc.errors() if e["type"] == "missing"]
+        if missing:
+            raise SystemExit(f"{missing[0]} must be defined") from None
+        raise SystemExit(f"Invalid settings: {exc}") from None

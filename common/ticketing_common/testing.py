@@ -1,0 +1,111 @@
+"""Pytest fixtures: real embedded servers once per session, a clean slate for every test.
+
+Set TEST_MONGO_URI, TEST_NATS_URL or TEST_REDIS_URL to run the same suite against servers of
+your own (a real MongoDB, say) instead of the embedded ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import ExitStack, asynccontextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+from urllib.parse import urlsplit
+
+import httpx
+import nats
+import pytest
+from fastapi import FastAPI
+from nats.js.errors import NotFoundError as StreamNotFoundError
+from pymongo import MongoClient
+
+from ticketing_common.bus import DEAD_LETTER_STREAM
+from ticketing_common.embedded import free_port, start_mongo, start_nats, start_redis
+
+T = TypeVar("T")
+TEST_JWT_KEY = "test-jwt-key-that-is-long-enough-for-hs256"
+
+
+@dataclass(frozen=True)
+class Infra:
+    mongo_uri: str
+    nats_url: str
+    redis_url: str
+
+
+@pytest.fixture(scope="session")
+def infra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Infra]:
+    """MongoDB, NATS and Redis for the whole session: embedded unless TEST_* names one."""
+    root: Path = tmp_path_factory.mktemp("servers")
+    with ExitStack() as stack:
+        urls = {}
+        for name, start in (("mongo", start_mongo), ("nats", start_nats), ("redis", start_redis)):
+            given = os.environ.get(f"TEST_{name.upper()}_{'URI' if name == 'mongo' else 'URL'}")
+            if given:
+                urls[name] = given
+                continue
+            log = stack.enter_context((root / f"{name}.log").open("wb"))
+            server = start(root / name, free_port(), log)
+            stack.callback(server.stop)
+            urls[name] = server.url
+        yield Infra(urls["mongo"].rstrip("/"), urls["nats"], urls["redis"])
+
+
+@pytest.fixture
+def mongo_uri(infra: Infra) -> Iterator[str]:
+    """A URI naming a fresh database, dropped after the test."""
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    parts = urlsplit(infra.mongo_uri)
+    yield parts._replace(path=f"/{name}").geturl()
+    client: MongoClient[dict[str, object]]
+    with MongoClient(infra.mongo_uri, serverSelectionTimeoutMS=5000) as client:
+        client.drop_database(name)
+
+
+@pytest.fixture
+async def nats_url(infra: Infra) -> str:
+    """The NATS URL, with the event streams (and so every durable consumer) deleted first."""
+    nc = await nats.connect(infra.nats_url)
+    js = nc.jetstream()
+    for stream in ("TICKETING", DEAD_LETTER_STREAM):
+        with suppress(StreamNotFoundError):
+            await js.delete_stream(stream)
+    await nc.close()
+    return infra.nats_url
+
+
+@pytest.fixture
+def redis_url(infra: Infra) -> str:
+    """The Redis URL, emptied first."""
+    parts = urlsplit(infra.redis_url)
+    with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 6379), 5) as s:
+        s.sendall(b"FLUSHALL\r\n")
+        assert s.recv(64).startswith(b"+OK")
+    return infra.redis_url
+
+
+@asynccontextmanager
+async def serve(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """Run an app's lifespan in-process and give an HTTP client for it."""
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="https://testserver") as client:
+            yield client
+
+
+async def eventually(check: Callable[[], Awaitable[T]], *, within: float = 15.0) -> T:
+    """Poll `check` until it returns a truthy value (events cross the bus asynchronously)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while True:
+        result = await check()
+        if result:
+            return result
+        if loop.time() > deadline:
+            raise AssertionError(f"condition not met within {within}s; last value: {result!r}")
+        await asyncio.sleep(0.05)
