@@ -8,29 +8,23 @@ import json
 import os
 from typing import Any
 
-from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js.errors import NotFoundError
 
 from ticketing_common.bus import DEAD_LETTER_PREFIX, DEAD_LETTER_STREAM, EventBus
 
 
 async def dead_letters(bus: EventBus, service: str | None = None) -> list[dict[str, Any]]:
-    """Every dead letter, oldest first, each with its `seq` in the dead-letter stream."""
-    subject = f"{DEAD_LETTER_PREFIX}.{service or '>'}"
-    sub = await bus.js.pull_subscribe(subject, stream=DEAD_LETTER_STREAM)
+    """Every dead letter (of one service, if named), oldest first, each with its `seq`."""
+    state = (await bus.js.stream_info(DEAD_LETTER_STREAM)).state
     records: list[dict[str, Any]] = []
-    try:
-        while True:
-            try:
-                batch = await sub.fetch(100, timeout=0.5)
-            except NatsTimeoutError:
-                break
-            for msg in batch:
-                record = json.loads(msg.data)
-                record["seq"] = msg.metadata.sequence.stream
-                records.append(record)
-                await msg.ack()
-    finally:
-        await sub.unsubscribe()
+    for seq in range(state.first_seq, state.last_seq + 1) if state.messages else ():
+        try:
+            stored = await bus.js.get_msg(DEAD_LETTER_STREAM, seq)
+        except NotFoundError:
+            continue
+        if service and stored.subject != f"{DEAD_LETTER_PREFIX}.{service}":
+            continue
+        records.append({**json.loads(stored.data or b"{}"), "seq": seq})
     return records
 
 

@@ -92,7 +92,7 @@ def validation_items(errors: Sequence[Any]) -> tuple[int, list[ErrorItem]]:
         loc = tuple(err.get("loc", ()))
         if loc[:1] == ("path",):
             return 404, [error_item(NotFoundError.default_message)]
-        if len(loc) < 2:
+        if len(loc) < 2 or err.get("type") == "json_invalid":
             item = error_item("Request body must be a JSON object")
         else:
             message = err["msg"] if err.get("type") == "rule" else "Invalid value"

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import math
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Annotated, Any
 
 from email_validator import EmailNotValidError, validate_email
-from pydantic import Field, ValidationError, ValidatorFunctionWrapHandler, WrapValidator
+from pydantic import (
+    BeforeValidator,
+    Field,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+)
 from pydantic_core import PydanticCustomError
 
 
@@ -59,3 +65,7 @@ def money(value: Any, *, maximum: float = 1_000_000) -> float:
     if not math.isfinite(price):
         raise ValueError("out of range")
     return price
+
+
+# Checked before pydantic's float coercion, which would turn `true` into 1.0.
+Money = Annotated[float, BeforeValidator(money)]

@@ -1,0 +1,48 @@
+import pytest
+from ticketing_common.settings import (
+    MongoSettings,
+    NatsSettings,
+    ServiceSettings,
+    SessionSettings,
+    load_settings,
+)
+
+
+class Settings(ServiceSettings, MongoSettings, SessionSettings, NatsSettings):
+    pass
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch):
+    for name in ("JWT_KEY", "MONGO_URI", "NATS_URL", "JWT_KEY_FILE"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_a_missing_setting_stops_start_up_with_its_name(monkeypatch):
+    monkeypatch.setenv("MONGO_URI", "mongodb://x/db")
+    monkeypatch.setenv("NATS_URL", "nats://x")
+    with pytest.raises(SystemExit) as stopped:
+        load_settings(Settings)
+    assert str(stopped.value) == "JWT_KEY must be defined"
+
+
+def test_every_required_setting_is_named_when_missing(monkeypatch):
+    present = {"JWT_KEY": "k", "MONGO_URI": "mongodb://x/db", "NATS_URL": "nats://x"}
+    for missing in present:
+        for name, value in present.items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.delenv(missing)
+        with pytest.raises(SystemExit, match=f"^{missing} must be defined$"):
+            load_settings(Settings)
+
+
+def test_a_file_setting_stands_in_for_a_missing_one(monkeypatch, tmp_path):
+    secret = tmp_path / "jwt_key"
+    secret.write_text("from-a-secret\n")
+    monkeypatch.setenv("JWT_KEY_FILE", str(secret))
+    monkeypatch.setenv("MONGO_URI", "mongodb://x/db")
+    monkeypatch.setenv("NATS_URL", "nats://x")
+    settings = load_settings(Settings)
+    assert settings.jwt_key == "from-a-secret"
+    assert settings.cookie_secure is True
+    assert settings.jwt_ttl_seconds == 86400
