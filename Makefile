@@ -32,7 +32,7 @@ lint: bootstrap
 	.venv/bin/mypy $(wildcard $(PACKAGES))
 
 bench: bootstrap
-	.venv/bin/python -m bench
+	for script in bench/*.py; do .venv/bin/python $$script || exit 1; done
 
 clean:
 	rm -rf .venv .uv .data
