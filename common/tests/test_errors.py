@@ -7,6 +7,7 @@ import pytest
 from fastapi import APIRouter, Query
 from pydantic import AfterValidator, BaseModel
 from pymongo.errors import ServerSelectionTimeoutError
+
 from ticketing_common.errors import BadRequestError, NotFoundError
 from ticketing_common.mongo import require_object_id
 from ticketing_common.service import service_app

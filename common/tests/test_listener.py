@@ -3,6 +3,7 @@
 import json
 
 import pytest
+
 from ticketing_common.bus import EventBus
 from ticketing_common.deadletters import dead_letters, replay
 from ticketing_common.events import ExpirationComplete

@@ -5,6 +5,7 @@ import json
 
 import pytest
 from nats.js.api import ConsumerConfig, DeliverPolicy
+
 from ticketing_common.bus import EventBus
 from ticketing_common.events import TicketCreated, TicketUpdated
 from ticketing_common.mongo import connect, database, update_versioned

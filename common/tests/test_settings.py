@@ -1,4 +1,5 @@
 import pytest
+
 from ticketing_common.settings import (
     MongoSettings,
     NatsSettings,

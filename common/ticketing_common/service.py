@@ -39,6 +39,8 @@ class Runtime:
     bus: EventBus | None = None
     relay: OutboxRelay | None = None
     listeners: list[Listener[Any]] = field(default_factory=list)
+    # Further readiness checks a service adds (e.g. its Redis), each answered within 2 s.
+    checks: list[Callable[[], Awaitable[bool]]] = field(default_factory=list)
 
     @property
     def db(self) -> AsyncDatabase[Document]:
@@ -52,12 +54,17 @@ class Runtime:
             self.relay.kick()
 
     async def ready(self) -> bool:
+        if self.bus is not None and not self.bus.connected:
+            return False
         try:
             if self.mongo is not None:
                 await asyncio.wait_for(self.mongo.admin.command("ping"), 2)
+            for check in self.checks:
+                if not await asyncio.wait_for(check(), 2):
+                    return False
         except Exception:
             return False
-        return self.bus is None or self.bus.connected
+        return True
 
 
 async def get_runtime(request: Request) -> Runtime:

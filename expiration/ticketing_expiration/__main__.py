@@ -1,0 +1,3 @@
+from ticketing_expiration.main import main
+
+main()

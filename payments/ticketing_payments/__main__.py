@@ -1,0 +1,3 @@
+from ticketing_payments.main import main
+
+main()
