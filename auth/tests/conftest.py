@@ -2,6 +2,7 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+
 from ticketing_auth.main import build
 from ticketing_auth.settings import Settings
 from ticketing_common.testing import TEST_JWT_KEY, serve

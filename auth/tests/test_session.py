@@ -3,6 +3,7 @@ import json
 import time
 
 import jwt
+
 from ticketing_common.sessions import encode_cookie
 from ticketing_common.testing import TEST_JWT_KEY
 

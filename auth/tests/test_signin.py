@@ -1,6 +1,7 @@
 import asyncio
 
 import pytest
+
 from ticketing_auth.main import build
 
 from .conftest import make_settings

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 from starlette.types import Lifespan
-from ticketing_common.service import service_app
 
 from ticketing_auth.passwords import Passwords
 from ticketing_auth.routes import users
 from ticketing_auth.settings import Settings
+from ticketing_common.service import service_app
 
 
 def create_app(settings: Settings, lifespan: Lifespan[FastAPI] | None = None) -> FastAPI:

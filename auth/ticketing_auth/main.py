@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from fastapi import FastAPI
-from ticketing_common.service import serve_forever, service_lifespan
-from ticketing_common.settings import load_settings
 
 from ticketing_auth.app import create_app
 from ticketing_auth.models import INDEXES
 from ticketing_auth.settings import Settings
+from ticketing_common.service import serve_forever, service_lifespan
+from ticketing_common.settings import load_settings
 
 
 def build(settings: Settings) -> FastAPI:

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
+
 from ticketing_common.errors import BadRequestError
 from ticketing_common.mongo import Document, Index
 from ticketing_common.validation import email_address, required, rule, trimmed

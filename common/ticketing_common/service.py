@@ -99,15 +99,20 @@ def service_app(
     settings: ServiceSettings,
     *,
     title: str,
-    api_prefix: str,
+    api_prefix: str | None,
     routers: Iterable[APIRouter],
     lifespan: Lifespan[FastAPI] | None = None,
 ) -> FastAPI:
-    """A FastAPI app with the SPEC error shapes, request ids, health and docs under its prefix."""
+    """A FastAPI app with the SPEC error shapes, request ids, health and docs under its prefix.
+
+    Without an API prefix (a service that serves no JSON API) there are no docs either.
+    """
+    docs = f"{api_prefix}/docs" if api_prefix else None
     app = FastAPI(
         title=title,
-        openapi_url=f"{api_prefix}/openapi.json",
-        docs_url=f"{api_prefix}/docs",
+        openapi_url=f"{api_prefix}/openapi.json" if api_prefix else None,
+        docs_url=docs,
+        swagger_ui_oauth2_redirect_url=f"{docs}/oauth2-redirect" if docs else None,
         redoc_url=None,
         lifespan=lifespan,
     )
@@ -115,7 +120,7 @@ def service_app(
     install_error_handlers(app)
     app.add_middleware(RequestContextMiddleware)
     for router in routers:
-        app.include_router(router, prefix=api_prefix)
+        app.include_router(router, prefix=api_prefix or "")
     app.include_router(health)
     return app
 

@@ -10,6 +10,4 @@ from ticketing_expiration.settings import Settings
 
 
 def create_app(settings: Settings, lifespan: Lifespan[FastAPI] | None = None) -> FastAPI:
-    return service_app(
-        settings, title="expiration", api_prefix="/api/expiration", routers=[], lifespan=lifespan
-    )
+    return service_app(settings, title="expiration", api_prefix=None, routers=[], lifespan=lifespan)

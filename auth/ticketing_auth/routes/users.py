@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response, status
-from ticketing_common.errors import BadRequestError, TooManyRequestsError
-from ticketing_common.service import get_db
-from ticketing_common.sessions import OptionalUser, clear_session, issue_token, set_session
 
 from ticketing_auth.models import SignIn, SigninFailures, SignUp, UserOut, Users
 from ticketing_auth.passwords import Passwords
 from ticketing_auth.settings import Settings
+from ticketing_common.errors import BadRequestError, TooManyRequestsError
+from ticketing_common.service import get_db
+from ticketing_common.sessions import OptionalUser, clear_session, issue_token, set_session
 
 router = APIRouter(tags=["users"])
 

@@ -1,0 +1,91 @@
+"""Client tests run against the whole system: the `stack` fixture of `devstack.testing`."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import uuid
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+CSRF = re.compile(r'name="csrf_token" value="([0-9a-f]+)"')
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # The whole-system fixtures; loaded here too so that `pytest client/tests` works alone.
+    plugins = config.pluginmanager
+    if not plugins.has_plugin("devstack.testing") and importlib.util.find_spec("devstack.testing"):
+        plugins.import_plugin("devstack.testing")
+
+
+def csrf_token(html: str) -> str:
+    found = CSRF.search(html)
+    assert found, "the page has no form token"
+    return found.group(1)
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def new_email() -> str:
+    return f"{unique('user')}@example.com"
+
+
+class Browser:
+    """A visitor driven with httpx: keeps its cookies, reads form tokens off the pages."""
+
+    def __init__(self, http: httpx.AsyncClient) -> None:
+        self.http = http
+
+    async def get(self, path: str) -> httpx.Response:
+        return await self.http.get(path)
+
+    async def token(self, path: str) -> str:
+        page = await self.http.get(path)
+        return csrf_token(page.text)
+
+    async def submit(
+        self, path: str, data: dict[str, str], *, form: str | None = None
+    ) -> httpx.Response:
+        """Post `data` to `path` as the form on page `form` (default: `path`) would."""
+        token = await self.token(form or path)
+        return await self.http.post(path, data={"csrf_token": token, **data})
+
+    async def signup(self, email: str | None = None, password: str = "secret") -> str:
+        email = email or new_email()
+        response = await self.submit("/auth/signup", {"email": email, "password": password})
+        assert response.status_code == 303, response.text
+        return email
+
+    async def sell(self, title: str, price: str = "20") -> str:
+        response = await self.submit("/tickets/new", {"title": title, "price": price})
+        assert response.status_code == 303, response.text
+        return await self.ticket_id(title)
+
+    async def ticket_id(self, title: str) -> str:
+        page = await self.http.get("/")
+        found = re.search(
+            rf'href="/tickets/([0-9a-f]{{24}})" aria-label="View {re.escape(title)}"', page.text
+        )
+        assert found, f"{title} is not listed"
+        return found.group(1)
+
+
+@pytest.fixture
+async def browsers(stack: object) -> AsyncIterator[list[Browser]]:
+    """Up to three independent visitors of the running system."""
+    url = stack.url  # type: ignore[attr-defined]
+    clients = [httpx.AsyncClient(base_url=url, timeout=20) for _ in range(3)]
+    try:
+        yield [Browser(c) for c in clients]
+    finally:
+        for client in clients:
+            await client.aclose()
+
+
+@pytest.fixture
+async def visitor(browsers: list[Browser]) -> Browser:
+    return browsers[0]

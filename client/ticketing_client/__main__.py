@@ -1,0 +1,3 @@
+from ticketing_client.main import main
+
+main()

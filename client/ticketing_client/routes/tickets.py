@@ -1,0 +1,108 @@
+"""`/` (tickets on sale), `/tickets/new` (sell one), `/tickets/{id}` (view and purchase)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import APIRouter, Response
+
+from ticketing_client.api import Problem, Reply
+from ticketing_client.pages import FormDep, HtmlRoute, Visitor, VisitorDep, field, object_id
+
+router = APIRouter(route_class=HtmlRoute, include_in_schema=False)
+
+# Orders that hold their ticket; a cancelled one has let it go.
+HOLDING = ("created", "awaiting:payment", "complete")
+
+
+@router.get("/")
+async def index(visitor: VisitorDep) -> Response:
+    reply = (await visitor.api.tickets()).require()
+    return visitor.page("index.html", tickets=reply.items())
+
+
+def _new_form(visitor: Visitor, *, status: int = 200, **context: Any) -> Response:
+    values = {"title": "", "price": "", "problems": [], "fields": set(), **context}
+    return visitor.page("ticket_new.html", status=status, **values)
+
+
+@router.get("/tickets/new")
+async def new_ticket_page(visitor: VisitorDep) -> Response:
+    if visitor.user is None:
+        return visitor.redirect("/auth/signin")
+    return _new_form(visitor)
+
+
+@router.post("/tickets/new")
+async def create_ticket(visitor: VisitorDep, form: FormDep) -> Response:
+    if visitor.user is None:
+        return visitor.redirect("/auth/signin")
+    title, price = field(form, "title"), field(form, "price").strip()
+    reply = await visitor.api.create_ticket(visitor.session, title, price)
+    if reply.status == 401:
+        return visitor.redirect("/auth/signin")
+    if reply.ok:
+        return visitor.redirect("/")
+    return _new_form(
+        visitor,
+        status=reply.status,
+        title=title,
+        price=price,
+        problems=reply.problems,
+        fields=reply.fields,
+    )
+
+
+async def _ticket_page(
+    visitor: Visitor, ticket_id: str, *, status: int = 200, problems: tuple[Problem, ...] = ()
+) -> Response:
+    """The ticket, and (signed in) the visitor's own orders, fetched at the same time."""
+    if visitor.user is not None:
+        ticket_reply, orders_reply = await asyncio.gather(
+            visitor.api.ticket(ticket_id), visitor.api.orders(visitor.session)
+        )
+    else:
+        ticket_reply, orders_reply = await visitor.api.ticket(ticket_id), Reply(200, [])
+    ticket = ticket_reply.require().json()
+    mine = next(
+        (
+            o
+            for o in orders_reply.items()
+            if o.get("status") in HOLDING and (o.get("ticket") or {}).get("id") == ticket_id
+        ),
+        None,
+    )
+    own = visitor.user is not None and ticket.get("userId") == visitor.user.id
+    return visitor.page(
+        "ticket_show.html",
+        status=status,
+        ticket=ticket,
+        my_order=mine,
+        own=own,
+        reserved="orderId" in ticket,
+        problems=list(problems),
+    )
+
+
+@router.get("/tickets/{ticket_id}")
+async def show_ticket(ticket_id: str, visitor: VisitorDep) -> Response:
+    return await _ticket_page(visitor, object_id(ticket_id))
+
+
+@router.post("/tickets/{ticket_id}")
+async def purchase(ticket_id: str, visitor: VisitorDep, form: FormDep) -> Response:
+    ticket_id = object_id(ticket_id)
+    if visitor.user is None:
+        return visitor.redirect("/auth/signin")
+    reply = await visitor.api.create_order(visitor.session, ticket_id)
+    if reply.status == 401:
+        return visitor.redirect("/auth/signin")
+    if reply.ok and reply.json().get("id"):
+        return visitor.redirect(f"/orders/{reply.json()['id']}")
+    return await _ticket_page(
+        visitor,
+        ticket_id,
+        status=reply.status if reply.status >= 400 else 502,
+        problems=reply.problems,
+    )
