@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import uuid
 from collections.abc import AsyncIterator
@@ -11,13 +10,6 @@ import httpx
 import pytest
 
 CSRF = re.compile(r'name="csrf_token" value="([0-9a-f]+)"')
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    # The whole-system fixtures; loaded here too so that `pytest client/tests` works alone.
-    plugins = config.pluginmanager
-    if not plugins.has_plugin("devstack.testing") and importlib.util.find_spec("devstack.testing"):
-        plugins.import_plugin("devstack.testing")
 
 
 def csrf_token(html: str) -> str:

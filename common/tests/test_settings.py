@@ -47,3 +47,11 @@ def test_a_file_setting_stands_in_for_a_missing_one(monkeypatch, tmp_path):
     assert settings.jwt_key == "from-a-secret"
     assert settings.cookie_secure is True
     assert settings.jwt_ttl_seconds == 86400
+
+
+def test_an_empty_variable_counts_as_missing(monkeypatch):
+    monkeypatch.setenv("MONGO_URI", "")
+    monkeypatch.setenv("NATS_URL", "nats://x")
+    monkeypatch.setenv("JWT_KEY", "k")
+    with pytest.raises(SystemExit, match=r"^MONGO_URI must be defined$"):
+        load_settings(Settings)

@@ -7,6 +7,7 @@ the test harness start them the same way, on ports that avoid servers already ru
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import signal
 import socket
@@ -126,6 +127,6 @@ def start_mongo(data_dir: Path, port: int, log: IO[bytes] | int = subprocess.DEV
         "--data-dir", str(data_dir),
         "-p", str(port),
         "--pid-file", str(data_dir / "nx-27017.pid"),
-        "--log-file", str(data_dir / "nx-27017.log"),
+        "--log-file", os.devnull,  # it logs every command; stdout already reaches `log`
     ]  # fmt: skip
     return _launch("mongo", args, port, f"mongodb://127.0.0.1:{port}", log, 30)

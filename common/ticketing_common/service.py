@@ -14,6 +14,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import ConfigurationError
 from starlette.types import Lifespan
 
 from ticketing_common.bus import EventBus
@@ -133,6 +134,8 @@ async def _until_up(what: str, attempt: Callable[[], Awaitable[T]], patience: fl
     while True:
         try:
             return await attempt()
+        except ConfigurationError:
+            raise  # a malformed URI does not get better by waiting
         except Exception as exc:
             if loop.time() >= deadline:
                 raise

@@ -58,10 +58,17 @@ def _from_files(cls: type[BaseSettings]) -> dict[str, str]:
 def load_settings(cls: type[S], **overrides: object) -> S:
     """Build settings, or stop start-up with `<NAME> must be defined`."""
     values: dict[str, Any] = {**_from_files(cls), **overrides}
+    for name in cls.model_fields:
+        if os.environ.get(name.upper()) == "" and name not in values:
+            values[name] = None  # an empty variable is as good as none
     try:
         return cls(**values)
     except ValidationError as exc:
-        missing = [str(e["loc"][0]).upper() for e in exc.errors() if e["type"] == "missing"]
+        missing = [
+            str(e["loc"][0]).upper()
+            for e in exc.errors()
+            if e["type"] == "missing" or e.get("input", "") is None
+        ]
         if missing:
             raise SystemExit(f"{missing[0]} must be defined") from None
         raise SystemExit(f"Invalid settings: {exc}") from None

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import socket
+import threading
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import ExitStack, asynccontextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 from typing import TypeVar
 from urllib.parse import urlsplit
 
@@ -29,6 +32,18 @@ from ticketing_common.embedded import free_port, start_mongo, start_nats, start_
 
 T = TypeVar("T")
 TEST_JWT_KEY = "test-jwt-key-that-is-long-enough-for-hs256"
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """SIGTERM (`timeout`, a cancelled CI job) ends the run like Ctrl-C, so fixture teardown
+    stops the servers and stacks it started instead of leaving them running."""
+    main = threading.current_thread() is threading.main_thread()
+    if main and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _interrupt)
 
 
 @dataclass(frozen=True)

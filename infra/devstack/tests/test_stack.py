@@ -1,0 +1,85 @@
+"""The Stack as tests use it: the session-wide `stack` fixture and `start_stack`."""
+
+import json
+import os
+from pathlib import Path
+
+import httpx
+import pytest
+
+from devstack.stack import Stack, StackError, is_alive
+from devstack.testing import start_stack
+from ticketing_common.sessions import issue_token
+
+
+def environ_of(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes()
+    return dict(item.split("=", 1) for item in raw.decode().split("\0") if "=" in item)
+
+
+def test_the_session_stack_serves_through_its_ingress(stack: Stack) -> None:
+    assert {"nats", "redis", "mongo", "stripe"} <= stack.urls.keys()
+    assert "auth" in stack.service_urls
+    with httpx.Client(base_url=stack.url, trust_env=False) as http:
+        assert http.get("/api/users/currentuser").json() == {"currentUser": None}
+        # the services share the key the stack made once and keeps in .data/jwt_key
+        key = (stack.data / "jwt_key").read_text().strip()
+        token = issue_token("65f000000000000000000001", "key@test.dev", key, 60)
+        me = http.get("/api/users/currentuser", headers={"Authorization": f"Bearer {token}"})
+        assert me.json()["currentUser"]["email"] == "key@test.dev"
+    for url in stack.service_urls.values():
+        assert httpx.get(f"{url}/readyz", trust_env=False).status_code == 200
+
+
+def test_children_get_the_settings_of_their_part(stack: Stack) -> None:
+    parts = {part.name: part for part in stack.parts}
+    auth = environ_of(parts["auth"].process.pid)
+    assert auth["HOST"] == "127.0.0.1"
+    assert auth["PORT"] == str(parts["auth"].port)
+    assert auth["MONGO_URI"] == f"{stack.urls['mongo']}/auth"
+    assert auth["NATS_URL"] == stack.urls["nats"]
+    assert auth["COOKIE_SECURE"] == "false"
+    assert auth["STRIPE_KEY"] == "sk_test_dev"
+    assert auth["STRIPE_API_BASE"] == stack.urls["stripe"]
+    if "client" in parts:
+        client = environ_of(parts["client"].process.pid)
+        assert client["AUTH_URL"] == stack.service_urls["auth"]
+        assert "MONGO_URI" not in client or client["MONGO_URI"] == os.environ.get("MONGO_URI")
+    state = json.loads((stack.data / "run.json").read_text())
+    assert state["pid"] == os.getpid()
+    assert {p["name"]: p["pid"] for p in state["parts"]} == {
+        p.name: p.process.pid for p in stack.parts
+    }
+
+
+def test_a_second_stack_on_the_same_data_is_refused(stack: Stack) -> None:
+    with pytest.raises(StackError, match="already runs"):
+        Stack(stack.root, ingress_port=0).start()
+    assert all(part.process.poll() is None for part in stack.parts)
+    assert (stack.data / "run.json").exists()
+
+
+def test_a_real_stripe_key_uses_the_stripe_api(tmp_path: Path) -> None:
+    env = {"STRIPE_KEY": "sk_live_not_a_dev_key", "EXPIRATION_WINDOW_SECONDS": "7"}
+    with start_stack(tmp_path, env, services=["auth"]) as own:
+        assert "stripe" not in own.urls
+        assert list(own.service_urls) == ["auth"]
+        auth = environ_of(own.parts[-2].process.pid)
+        assert auth["STRIPE_KEY"] == "sk_live_not_a_dev_key"
+        assert "STRIPE_API_BASE" not in auth
+        assert auth["EXPIRATION_WINDOW_SECONDS"] == "7"
+        # no client: everything else is the ingress's 503
+        answer = httpx.get(f"{own.url}/", trust_env=False)
+        assert answer.status_code == 503
+        assert answer.json() == {"errors": [{"message": "Service unavailable"}]}
+        pids = [part.process.pid for part in own.parts]
+    assert not any(is_alive(pid) for pid in pids)
+    assert not (tmp_path / ".data" / "run.json").exists()
+
+
+def test_a_part_that_fails_to_start_is_named_with_its_log(tmp_path: Path) -> None:
+    with pytest.raises(StackError, match=r"auth exited with code \d+ while starting") as failed:
+        Stack(tmp_path, ingress_port=0, services=["auth"], env={"ARGON2_TIME_COST": "many"}).start()
+    assert "auth.log) ends with:\n" in str(failed.value)
+    assert "Invalid settings" in str(failed.value)
+    assert not (tmp_path / ".data" / "run.json").exists()
