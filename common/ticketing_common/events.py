@@ -4,9 +4,14 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, PlainSerializer
+
+from ticketing_common.mongo import iso
+
+# Events write moments the way the APIs do: milliseconds and a `Z`.
+Moment = Annotated[datetime, PlainSerializer(iso, return_type=str, when_used="json")]
 
 
 class Subject(StrEnum):
@@ -75,7 +80,7 @@ class OrderCreated(Event):
     version: int
     status: OrderStatus
     userId: str
-    expiresAt: datetime
+    expiresAt: Moment
     ticket: PricedTicketRef
 
 

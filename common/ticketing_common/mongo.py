@@ -12,6 +12,7 @@ from bson.errors import InvalidId
 from pymongo import AsyncMongoClient, ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
 
 from ticketing_common.errors import NotFoundError
 
@@ -94,11 +95,16 @@ async def update_versioned(
 ) -> Document | None:
     """Apply `update` only where `version` still matches and raise it by one.
 
-    Returns the updated document, or None when someone else changed it first.
+    Returns the updated document, or None when someone else changed it first. A write the
+    server refused (a unique-index clash) raises DuplicateKeyError on every server: MongoDB
+    raises it itself, while nx-27017 answers None and leaves the version where it was.
     """
     changes = {k: dict(v) for k, v in update.items()}
     changes.setdefault("$inc", {})["version"] = 1
+    where = {"_id": doc_id, "version": version}
     result: Document | None = await collection.find_one_and_update(
-        {"_id": doc_id, "version": version}, changes, return_document=ReturnDocument.AFTER
+        where, changes, return_document=ReturnDocument.AFTER
     )
+    if result is None and await collection.find_one(where, {"_id": 1}) is not None:
+        raise DuplicateKeyError(f"{collection.name} {doc_id}: the write was refused", 11000)
     return result

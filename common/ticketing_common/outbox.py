@@ -8,7 +8,6 @@ removes the outbox, but only if `outboxRev` is unchanged, so an event added mean
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
@@ -63,6 +62,7 @@ class OutboxRelay:
         self.collections = list(collections)
         self.sweep_seconds = sweep_seconds
         self._wake = asyncio.Event()
+        self._stopping = False
         self._task: asyncio.Task[None] | None = None
 
     def kick(self) -> None:
@@ -90,9 +90,12 @@ class OutboxRelay:
         return len(entries)
 
     async def run(self) -> None:
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.sweep_seconds)
+        # Stopped by a flag, never by cancellation: on 3.11 both wait_for and asyncio.timeout
+        # can swallow a cancel that lands as their own timeout fires, and the loop runs on.
+        while not self._stopping:
+            waiter = asyncio.ensure_future(self._wake.wait())
+            await asyncio.wait({waiter}, timeout=self.sweep_seconds)
+            waiter.cancel()
             self._wake.clear()
             try:
                 await self.publish_pending()
@@ -102,17 +105,22 @@ class OutboxRelay:
                 log.warning("outbox relay pass failed: %r", exc)
 
     def start(self) -> None:
+        self._stopping = False
         self._task = asyncio.create_task(self.run(), name="outbox-relay")
         self.kick()
 
-    async def stop(self) -> None:
-        """Stop after a last pass, so events stored just before shutdown still go out."""
-        if self._task is None:
+    async def stop(self, grace_seconds: float = 10.0) -> None:
+        """Finish the pass in flight and make a last one, so events stored just before
+        shutdown still go out; a pass stuck longer than the grace is cancelled."""
+        task, self._task = self._task, None
+        if task is None:
             return
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
-        self._task = None
+        self._stopping = True
+        self.kick()
+        await asyncio.wait({task}, timeout=grace_seconds)
+        if not task.done():
+            task.cancel()
+            await asyncio.wait({task})
         try:
             await self.publish_pending()
         except Exception as exc:
