@@ -12,6 +12,7 @@ import httpx
 import pytest
 import stripe
 import uvicorn
+
 from fakestripe import create_app
 
 

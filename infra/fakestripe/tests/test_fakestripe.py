@@ -9,6 +9,7 @@ from typing import Any, cast
 import httpx
 import pytest
 import stripe
+
 from fakestripe.app import parse_form
 
 from .conftest import Server

@@ -1,0 +1,107 @@
+"""`expiration:complete` (the original's expiration-complete-listener.test), on the real bus."""
+
+import pytest
+from bson import ObjectId
+
+from ticketing_common.deadletters import dead_letters
+from ticketing_common.events import ExpirationComplete
+from ticketing_common.testing import eventually
+
+URL = "/api/orders"
+
+
+@pytest.fixture
+async def order(client, auth, new_ticket):
+    ticket = await new_ticket()
+    user = auth(None)
+    response = await client.post(URL, json={"ticketId": str(ticket["_id"])}, headers=user)
+    return {**response.json(), "headers": user}
+
+
+async def _stored(db, order):
+    """The order as stored, less the outbox the relay empties in the background."""
+    doc = await db["orders"].find_one({"_id": ObjectId(order["id"])})
+    return {k: v for k, v in doc.items() if k not in ("outbox", "outboxRev")}
+
+
+async def _with_status(db, order, status):
+    doc = await _stored(db, order)
+    return doc if doc["status"] == status else None
+
+
+async def test_updates_the_order_status_to_cancelled(client, publish, order, db):
+    await publish(ExpirationComplete(orderId=order["id"]))
+
+    doc = await eventually(lambda: _with_status(db, order, "cancelled"))
+
+    assert doc["version"] == 1
+    assert "activeTicketId" not in doc
+    shown = await client.get(f"{URL}/{order['id']}", headers=order["headers"])
+    assert shown.json()["status"] == "cancelled"
+
+
+async def test_emits_an_order_cancelled_event(client, publish, order, events):
+    await publish(ExpirationComplete(orderId=order["id"]))
+
+    (event,) = await eventually(lambda: events("order.cancelled"))
+
+    assert event == {"id": order["id"], "version": 1, "ticket": {"id": order["ticket"]["id"]}}
+
+
+async def test_acks_the_message(client, publish, order, consumed):
+    seq = await publish(ExpirationComplete(orderId=order["id"]))
+    assert await eventually(lambda: consumed("expiration.complete", seq))
+
+
+async def test_cancels_an_order_awaiting_payment(client, publish, order, db):
+    await db["orders"].update_one(
+        {"_id": ObjectId(order["id"])}, {"$set": {"status": "awaiting:payment"}}
+    )
+    await publish(ExpirationComplete(orderId=order["id"]))
+    await eventually(lambda: _with_status(db, order, "cancelled"))
+
+
+@pytest.mark.parametrize("status", ["complete", "cancelled"])
+async def test_does_nothing_for_a_complete_or_cancelled_order(
+    client, publish, order, db, consumed, events, status
+):
+    await db["orders"].update_one({"_id": ObjectId(order["id"])}, {"$set": {"status": status}})
+    before = await _stored(db, order)
+
+    seq = await publish(ExpirationComplete(orderId=order["id"]))
+
+    assert await eventually(lambda: consumed("expiration.complete", seq))
+    assert await _stored(db, order) == before
+    assert await events("order.cancelled") == []
+
+
+async def test_a_replayed_expiration_changes_nothing(client, publish, order, db, consumed, events):
+    await publish(ExpirationComplete(orderId=order["id"]))
+    await eventually(lambda: _with_status(db, order, "cancelled"))
+
+    seq = await publish(ExpirationComplete(orderId=order["id"]))
+
+    assert await eventually(lambda: consumed("expiration.complete", seq))
+    assert (await _stored(db, order))["version"] == 1
+    await eventually(lambda: events("order.cancelled"))
+    assert len(await events("order.cancelled")) == 1
+
+
+async def test_an_expired_order_frees_its_ticket(client, publish, order, db, auth):
+    await publish(ExpirationComplete(orderId=order["id"]))
+    await eventually(lambda: _with_status(db, order, "cancelled"))
+
+    response = await client.post(URL, json={"ticketId": order["ticket"]["id"]}, headers=auth(None))
+
+    assert response.status_code == 201
+
+
+async def test_an_unknown_order_ends_as_a_dead_letter(client, publish, bus):
+    order_id = str(ObjectId())
+    await publish(ExpirationComplete(orderId=order_id))
+
+    (letter,) = await eventually(lambda: dead_letters(bus, "orders"))
+
+    assert letter["subject"] == "expiration.complete"
+    assert order_id in letter["data"]
+    assert "not found" in letter["error"]

@@ -1,0 +1,107 @@
+"""`payment:created`: the order is paid, once."""
+
+import pytest
+from bson import ObjectId
+
+from ticketing_common.deadletters import dead_letters
+from ticketing_common.events import PaymentCreated
+from ticketing_common.testing import eventually
+
+URL = "/api/orders"
+RESERVED = {"errors": [{"message": "Ticket is already reserved"}]}
+
+
+@pytest.fixture
+async def order(client, auth, new_ticket):
+    ticket = await new_ticket()
+    user = auth(None)
+    response = await client.post(URL, json={"ticketId": str(ticket["_id"])}, headers=user)
+    return {**response.json(), "headers": user}
+
+
+def _paid(order_id):
+    return PaymentCreated(id=str(ObjectId()), orderId=order_id, stripeId="pi_test")
+
+
+async def _stored(db, order):
+    """The order as stored, less the outbox the relay empties in the background."""
+    doc = await db["orders"].find_one({"_id": ObjectId(order["id"])})
+    return {k: v for k, v in doc.items() if k not in ("outbox", "outboxRev")}
+
+
+async def _complete(db, order):
+    doc = await _stored(db, order)
+    return doc if doc["status"] == "complete" else None
+
+
+async def test_marks_the_order_complete(client, publish, order, db, consumed):
+    seq = await publish(_paid(order["id"]))
+
+    doc = await eventually(lambda: _complete(db, order))
+
+    assert doc["version"] == 1
+    assert await eventually(lambda: consumed("payment.created", seq))
+    shown = await client.get(f"{URL}/{order['id']}", headers=order["headers"])
+    assert shown.json()["status"] == "complete"
+
+
+async def test_a_replayed_payment_changes_nothing(client, publish, order, db, consumed):
+    event = _paid(order["id"])
+    await publish(event)
+    await eventually(lambda: _complete(db, order))
+    before = await _stored(db, order)
+
+    seq = await publish(event)
+
+    assert await eventually(lambda: consumed("payment.created", seq))
+    assert await _stored(db, order) == before
+
+
+async def test_a_paid_order_keeps_its_ticket_and_cannot_be_cancelled(
+    client, publish, order, db, auth
+):
+    await publish(_paid(order["id"]))
+    await eventually(lambda: _complete(db, order))
+
+    cancel = await client.delete(f"{URL}/{order['id']}", headers=order["headers"])
+    again = await client.post(URL, json={"ticketId": order["ticket"]["id"]}, headers=auth(None))
+
+    assert cancel.status_code == 400
+    assert again.json() == RESERVED
+
+
+async def test_a_payment_after_cancelling_takes_the_free_ticket_back(
+    client, publish, order, db, auth
+):
+    await client.delete(f"{URL}/{order['id']}", headers=order["headers"])
+
+    await publish(_paid(order["id"]))
+    doc = await eventually(lambda: _complete(db, order))
+
+    assert doc["activeTicketId"] == ObjectId(order["ticket"]["id"])
+    again = await client.post(URL, json={"ticketId": order["ticket"]["id"]}, headers=auth(None))
+    assert again.json() == RESERVED
+
+
+async def test_a_payment_after_the_ticket_went_to_another_order_is_still_recorded(
+    client, publish, order, db, auth
+):
+    await client.delete(f"{URL}/{order['id']}", headers=order["headers"])
+    other = await client.post(URL, json={"ticketId": order["ticket"]["id"]}, headers=auth(None))
+    assert other.status_code == 201
+
+    await publish(_paid(order["id"]))
+    doc = await eventually(lambda: _complete(db, order))
+
+    assert "activeTicketId" not in doc
+    holder = await db["orders"].find_one({"_id": ObjectId(other.json()["id"])})
+    assert holder["activeTicketId"] == ObjectId(order["ticket"]["id"])
+    assert holder["status"] == "created"
+
+
+async def test_a_payment_for_an_unknown_order_ends_as_a_dead_letter(client, publish, bus):
+    await publish(_paid(str(ObjectId())))
+
+    (letter,) = await eventually(lambda: dead_letters(bus, "orders"))
+
+    assert letter["subject"] == "payment.created"

@@ -1,0 +1,3 @@
+from ticketing_orders.main import main
+
+main()

@@ -1,0 +1,296 @@
+"""Orders and the ticket replica: request bodies, the order life cycle, storage.
+
+One order per ticket is decided by MongoDB, not by a look-up: an order holds its ticket in
+`activeTicketId` while it is created, awaiting payment or complete, under a sparse unique
+index, and cancelling `$unset`s it. (A partial index would say the same on MongoDB, but the
+embedded server ignores partial filters; sparse indexes behave the same on both.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC, datetime, timedelta
+from enum import Enum
+from typing import Annotated, Any
+
+from bson import ObjectId
+from pydantic import AfterValidator, BaseModel
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
+
+from ticketing_common.errors import BadRequestError, NotAuthorizedError, NotFoundError
+from ticketing_common.events import (
+    OrderCancelled,
+    OrderCreated,
+    OrderStatus,
+    PricedTicketRef,
+    TicketCreated,
+    TicketRef,
+    TicketUpdated,
+)
+from ticketing_common.mongo import Document, Index, iso, object_id, update_versioned
+from ticketing_common.outbox import add_events, with_events
+from ticketing_common.validation import required, rule
+
+ORDERS = "orders"
+TICKETS = "tickets"
+
+INDEXES = {
+    ORDERS: [
+        # A user's orders, newest first. Not (userId, _id): the embedded server then fails every
+        # insert with "JSON path error near '_id'".
+        Index([("userId", 1), ("createdAt", -1)]),
+        Index([("activeTicketId", 1)], unique=True, sparse=True),  # one live order per ticket
+    ],
+    TICKETS: [],  # the replica is only ever read by _id
+}
+
+Update = dict[str, dict[str, Any]]
+Step = Callable[[Document], Update | None]
+
+
+# --- request bodies and answers -------------------------------------------------------------
+
+
+def _ticket_id(value: str) -> str:
+    if object_id(value) is None:
+        raise ValueError("not an ObjectId")
+    return value
+
+
+class NewOrder(BaseModel):
+    ticketId: Annotated[str, AfterValidator(_ticket_id), rule("TicketId must be provided")] = (
+        required()
+    )
+
+    @property
+    def ticket_oid(self) -> ObjectId:
+        return ObjectId(self.ticketId)
+
+
+class TicketOut(BaseModel):
+    id: str
+    title: str
+    price: float
+    version: int
+
+
+class OrderOut(BaseModel):
+    id: str
+    userId: str
+    status: OrderStatus
+    expiresAt: str
+    version: int
+    ticket: TicketOut | None  # None only if the replica lost the ticket, which it never deletes
+
+
+def ticket_out(ticket: Mapping[str, Any]) -> TicketOut:
+    return TicketOut(
+        id=str(ticket["_id"]),
+        title=ticket["title"],
+        price=ticket["price"],
+        version=ticket["version"],
+    )
+
+
+def order_out(order: Mapping[str, Any], ticket: Mapping[str, Any] | None) -> OrderOut:
+    return OrderOut(
+        id=str(order["_id"]),
+        userId=order["userId"],
+        status=OrderStatus(order["status"]),
+        expiresAt=iso(order["expiresAt"]),
+        version=order["version"],
+        ticket=ticket_out(ticket) if ticket is not None else None,
+    )
+
+
+# --- the order life cycle, free of I/O ------------------------------------------------------
+
+
+def _to_millis(moment: datetime) -> datetime:
+    """MongoDB keeps milliseconds: round here so the event says what the document holds."""
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+
+
+def new_order(user_id: str, ticket: Mapping[str, Any], now: datetime, window: int) -> Document:
+    """A `created` order holding `ticket`, carrying its `order:created` event."""
+    oid = ObjectId()
+    expires_at = _to_millis(now + timedelta(seconds=window))
+    doc: Document = {
+        "_id": oid,
+        "userId": user_id,
+        "status": str(OrderStatus.CREATED),
+        "expiresAt": expires_at,
+        "version": 0,
+        "ticketId": ticket["_id"],
+        "activeTicketId": ticket["_id"],
+        "createdAt": _to_millis(now),
+    }
+    event = OrderCreated(
+        id=str(oid),
+        version=0,
+        status=OrderStatus.CREATED,
+        userId=user_id,
+        expiresAt=expires_at,
+        ticket=PricedTicketRef(id=str(ticket["_id"]), price=ticket["price"]),
+    )
+    return with_events(doc, event)
+
+
+def cancellation(order: Mapping[str, Any]) -> Update:
+    """Cancel, release the ticket, and tell the others (the event names the new version)."""
+    event = OrderCancelled(
+        id=str(order["_id"]),
+        version=order["version"] + 1,
+        ticket=TicketRef(id=str(order["ticketId"])),
+    )
+    return add_events(
+        {"$set": {"status": str(OrderStatus.CANCELLED)}, "$unset": {"activeTicketId": ""}}, event
+    )
+
+
+def cancel_by_user(order: Mapping[str, Any]) -> Update | None:
+    """DELETE: a paid order stays paid; cancelling twice changes nothing and says nothing."""
+    status = order["status"]
+    if status == OrderStatus.COMPLETE:
+        raise BadRequestError("Cannot cancel a completed order")
+    return None if status == OrderStatus.CANCELLED else cancellation(order)
+
+
+def expire(order: Mapping[str, Any]) -> Update | None:
+    """`expiration:complete`: only an unpaid, live order is cancelled."""
+    if order["status"] in (OrderStatus.CREATED, OrderStatus.AWAITING_PAYMENT):
+        return cancellation(order)
+    return None
+
+
+def complete(*, hold_ticket: bool) -> Step:
+    """`payment:created`: the order is paid (once); a paid order holds its ticket."""
+
+    def step(order: Document) -> Update | None:
+        if order["status"] == OrderStatus.COMPLETE:
+            return None
+        changes: dict[str, Any] = {"status": str(OrderStatus.COMPLETE)}
+        if hold_ticket:
+            changes["activeTicketId"] = order["ticketId"]
+        return {"$set": changes}
+
+    return step
+
+
+# --- storage --------------------------------------------------------------------------------
+
+
+class Orders:
+    """The orders collection, read together with the ticket replica."""
+
+    def __init__(self, db: AsyncDatabase[Document]) -> None:
+        self.collection = db[ORDERS]
+        self.tickets = db[TICKETS]
+
+    async def create(self, user_id: str, ticket_id: ObjectId, window: int) -> OrderOut:
+        ticket = await self.tickets.find_one({"_id": ticket_id})
+        if ticket is None:
+            raise NotFoundError()
+        doc = new_order(user_id, ticket, datetime.now(UTC), window)
+        try:
+            await self.collection.insert_one(doc)
+        except DuplicateKeyError:
+            # The only unique key a fresh order can collide on is its ticket's reservation.
+            raise BadRequestError("Ticket is already reserved") from None
+        return order_out(doc, ticket)
+
+    async def get(self, order_id: ObjectId) -> Document | None:
+        doc: Document | None = await self.collection.find_one({"_id": order_id})
+        return doc
+
+    async def owned(self, order_id: ObjectId, user_id: str) -> Document:
+        """The caller's order: 404 when there is none, 401 when it is someone else's."""
+        order = await self.get(order_id)
+        if order is None:
+            raise NotFoundError()
+        if order["userId"] != user_id:
+            raise NotAuthorizedError()
+        return order
+
+    async def of_user(self, user_id: str) -> list[OrderOut]:
+        newest_first = [("createdAt", -1), ("_id", -1)]
+        cursor = self.collection.find({"userId": user_id}).sort(newest_first)
+        return await self.with_tickets([doc async for doc in cursor])
+
+    async def with_tickets(self, orders: Iterable[Document]) -> list[OrderOut]:
+        """Join the replica's current tickets in one query, not one per order."""
+        orders = list(orders)
+        ids = list({order["ticketId"] for order in orders})
+        tickets: dict[ObjectId, Document] = {}
+        if ids:
+            async for ticket in self.tickets.find({"_id": {"$in": ids}}):
+                tickets[ticket["_id"]] = ticket
+        return [order_out(order, tickets.get(order["ticketId"])) for order in orders]
+
+    async def transition(self, order: Document, step: Step) -> Document | None:
+        """Apply `step` under optimistic concurrency, re-deciding on the fresh document each
+        time another writer (a listener, a second request) got there first.
+
+        Returns the changed order, or None when `step` decided there was nothing to change.
+        """
+        while True:
+            update = step(order)
+            if update is None:
+                return None
+            changed = await update_versioned(
+                self.collection, order["_id"], order["version"], update
+            )
+            if changed is not None:
+                return changed
+            fresh = await self.get(order["_id"])
+            if fresh is None:
+                raise LookupError(f"order {order['_id']} vanished")
+            order = fresh
+
+
+class Applied(Enum):
+    APPLIED = "applied"
+    STALE = "stale"  # already there, or older than what the replica holds
+    GAP = "gap"  # a predecessor has not landed yet
+
+
+def event_ticket_id(value: str) -> ObjectId:
+    oid = object_id(value)
+    if oid is None:
+        raise ValueError(f"ticket id {value!r} is not an ObjectId")
+    return oid
+
+
+class TicketReplica:
+    """The orders service's copy of each ticket `{_id, title, price, version}`."""
+
+    def __init__(self, db: AsyncDatabase[Document]) -> None:
+        self.collection = db[TICKETS]
+
+    async def insert(self, event: TicketCreated) -> Applied:
+        doc = {
+            "_id": event_ticket_id(event.id),
+            "title": event.title,
+            "price": event.price,
+            "version": event.version,
+        }
+        try:
+            await self.collection.insert_one(doc)
+        except DuplicateKeyError:
+            return Applied.STALE
+        return Applied.APPLIED
+
+    async def update(self, event: TicketUpdated) -> Applied:
+        """Version N lands only on top of N-1, so updates apply in the order tickets made them."""
+        oid = event_ticket_id(event.id)
+        result = await self.collection.update_one(
+            {"_id": oid, "version": event.version - 1},
+            {"$set": {"title": event.title, "price": event.price, "version": event.version}},
+        )
+        if result.matched_count:
+            return Applied.APPLIED
+        current = await self.collection.find_one({"_id": oid}, {"version": 1})
+        if current is not None and current["version"] >= event.version:
+            return Applied.STALE
+        return Applied.GAP

@@ -1,0 +1,64 @@
+"""`/api/orders`: reserve a ticket, list and show one's orders, cancel one."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request, Response, status
+
+from ticketing_common.mongo import require_object_id
+from ticketing_common.service import Runtime, get_db, get_runtime
+from ticketing_common.sessions import RequiredUser
+from ticketing_orders.models import NewOrder, OrderOut, Orders, cancel_by_user
+from ticketing_orders.settings import Settings
+
+router = APIRouter(tags=["orders"])
+
+
+async def get_orders(request: Request) -> Orders:
+    return Orders(await get_db(request))
+
+
+async def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+OrdersDep = Annotated[Orders, Depends(get_orders)]
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+
+@router.post("", status_code=status.HTTP_201_CREATED)
+async def create_order(
+    user: RequiredUser,
+    body: NewOrder,
+    orders: OrdersDep,
+    runtime: RuntimeDep,
+    settings: SettingsDep,
+) -> OrderOut:
+    order = await orders.create(user.id, body.ticket_oid, settings.expiration_window_seconds)
+    runtime.events_stored()
+    return order
+
+
+@router.get("")
+async def list_orders(user: RequiredUser, orders: OrdersDep) -> list[OrderOut]:
+    return await orders.of_user(user.id)
+
+
+@router.get("/{order_id}")
+async def show_order(order_id: str, user: RequiredUser, orders: OrdersDep) -> OrderOut:
+    order = await orders.owned(require_object_id(order_id), user.id)
+    (shown,) = await orders.with_tickets([order])
+    return shown
+
+
+@router.delete("/{order_id}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response)
+async def cancel_order(
+    order_id: str, user: RequiredUser, orders: OrdersDep, runtime: RuntimeDep
+) -> Response:
+    order = await orders.owned(require_object_id(order_id), user.id)
+    if await orders.transition(order, cancel_by_user) is not None:
+        runtime.events_stored()
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

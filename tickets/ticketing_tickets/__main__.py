@@ -1,0 +1,3 @@
+from ticketing_tickets.main import main
+
+main()

@@ -1,0 +1,58 @@
+"""What the tickets service does with the orders service's events."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ticketing_common.events import OrderCancelled, OrderCreated
+from ticketing_common.listener import Listener, Retry
+from ticketing_common.mongo import Document, object_id
+from ticketing_common.service import ListenerFactory
+from ticketing_tickets.models import Contention, Tickets, Update, release, reserve
+
+
+class TicketNotFound(LookupError):
+    """Orders only ever reserve tickets that exist here: an error, retried, then a dead letter."""
+
+
+async def _apply(
+    listener: Listener[OrderCreated] | Listener[OrderCancelled],
+    ticket_id: str,
+    decide: Callable[[Document], Update | None],
+) -> None:
+    oid = object_id(ticket_id)
+    if oid is None:
+        raise TicketNotFound(f"Ticket not found: {ticket_id}")
+
+    def decide_found(doc: Document | None) -> Update | None:
+        if doc is None:
+            raise TicketNotFound(f"Ticket not found: {ticket_id}")
+        return decide(doc)
+
+    try:
+        _, changed = await Tickets(listener.runtime.db).change(oid, decide_found)
+    except Contention as exc:
+        raise Retry(str(exc)) from None
+    if changed:
+        listener.runtime.events_stored()
+
+
+class OrderCreatedListener(Listener[OrderCreated]):
+    """Reserve the ticket for the new order; a repeat finds it reserved and changes nothing."""
+
+    event_type = OrderCreated
+
+    async def handle(self, event: OrderCreated) -> None:
+        await _apply(self, event.ticket.id, lambda doc: reserve(doc, event.id))
+
+
+class OrderCancelledListener(Listener[OrderCancelled]):
+    """Free the ticket if the cancelled order is the one holding it."""
+
+    event_type = OrderCancelled
+
+    async def handle(self, event: OrderCancelled) -> None:
+        await _apply(self, event.ticket.id, lambda doc: release(doc, event.id))
+
+
+LISTENERS: list[ListenerFactory] = [OrderCreatedListener, OrderCancelledListener]
