@@ -3,7 +3,7 @@
 What runs here: `docker stack config` (the CLI validates without a daemon), the Compose-spec
 JSON schema, `kubectl kustomize` of both overlays, `kubernetes-validate --strict` of every
 rendered object, hadolint on every Dockerfile, and assertions on what the files declare.
-Building images and starting containers or pods is left to an operator (infra/DEPLOY.md).
+Building images and starting containers or pods is left to an operator (README.md, "Deploying").
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[2]
 STACK_FILE = ROOT / "docker-compose.yml"
 K8S = ROOT / "infra" / "k8s"
 NGINX_CONF = ROOT / "infra" / "nginx" / "nginx.conf"
-DEPLOY_MD = ROOT / "infra" / "DEPLOY.md"
+DEPLOY_MD = ROOT / "README.md"
 K8S_VERSION = "1.32.0"
 
 Doc = dict[str, Any]
