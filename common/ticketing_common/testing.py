@@ -7,6 +7,7 @@ your own (a real MongoDB, say) instead of the embedded ones.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -17,18 +18,23 @@ from contextlib import ExitStack, asynccontextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
 import nats
 import pytest
+from bson import ObjectId
 from fastapi import FastAPI
 from nats.js.errors import NotFoundError as StreamNotFoundError
 from pymongo import MongoClient
+from pymongo.asynchronous.database import AsyncDatabase
 
-from ticketing_common.bus import DEAD_LETTER_STREAM
+from ticketing_common.bus import DEAD_LETTER_STREAM, EventBus
 from ticketing_common.embedded import free_port, start_mongo, start_nats, start_redis
+from ticketing_common.events import Event
+from ticketing_common.mongo import Document, connect, database
+from ticketing_common.sessions import issue_token
 
 T = TypeVar("T")
 TEST_JWT_KEY = "test-jwt-key-that-is-long-enough-for-hs256"
@@ -124,3 +130,81 @@ async def eventually(check: Callable[[], Awaitable[T]], *, within: float = 15.0)
         if loop.time() > deadline:
             raise AssertionError(f"condition not met within {within}s; last value: {result!r}")
         await asyncio.sleep(0.05)
+
+
+def service_settings(mongo_uri: str, nats_url: str, **overrides: object) -> dict[str, object]:
+    """Settings of a service under test: quick retries, so failures show in seconds."""
+    return {
+        "mongo_uri": mongo_uri,
+        "nats_url": nats_url,
+        "jwt_key": TEST_JWT_KEY,
+        "cookie_secure": False,
+        "listener_backoff_seconds": 0.05,
+        "listener_ack_wait_seconds": 1,
+        "listener_max_deliver": 5,
+        "outbox_sweep_seconds": 0.2,
+        **overrides,
+    }
+
+
+def bearer(user_id: str | None = None) -> dict[str, str]:
+    """Headers of a signed-in user (the original's `global.signin()`), a new user by default."""
+    uid = user_id or str(ObjectId())
+    token = issue_token(uid, f"{uid}@test.com", TEST_JWT_KEY, 3600)
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+async def db(mongo_uri: str) -> AsyncIterator[AsyncDatabase[Document]]:
+    """The test's database, for arranging and checking state directly."""
+    mongo = connect(mongo_uri)
+    yield database(mongo)
+    await mongo.close()
+
+
+@pytest.fixture
+async def bus(nats_url: str) -> AsyncIterator[EventBus]:
+    """The real bus, as another service sees it."""
+    events = await EventBus.connect(nats_url, name="tests", stream="TICKETING")
+    yield events
+    await events.close()
+
+
+Publish = Callable[[Event], Awaitable[int]]
+
+
+@pytest.fixture
+def publish(bus: EventBus) -> Publish:
+    """Publish an event as its owning service would (a fresh message id); returns its seq."""
+
+    async def send(event: Event) -> int:
+        data = json.dumps(event.payload()).encode()
+        ack = await bus.publish(str(event.subject), data, str(ObjectId()))
+        return ack.seq
+
+    return send
+
+
+async def stream_messages(bus: EventBus, subject: str) -> list[dict[str, Any]]:
+    """Every message on the stream under `subject`, oldest first: `{seq, msgId, data}`."""
+    state = (await bus.js.stream_info(bus.stream)).state
+    found: list[dict[str, Any]] = []
+    for seq in range(state.first_seq, state.last_seq + 1) if state.messages else ():
+        try:
+            msg = await bus.js.get_msg(bus.stream, seq)
+        except StreamNotFoundError:
+            continue
+        if msg.subject == subject and msg.data is not None:
+            msg_id = (msg.headers or {}).get("Nats-Msg-Id")
+            found.append({"seq": seq, "msgId": msg_id, "data": json.loads(msg.data)})
+    return found
+
+
+async def consumer_caught_up(bus: EventBus, durable: str, seq: int) -> bool:
+    """Whether the durable consumer has acked everything up to stream `seq`."""
+    try:
+        info = await bus.js.consumer_info(bus.stream, durable)
+    except StreamNotFoundError:
+        return False
+    floor = info.ack_floor
+    return floor is not None and floor.stream_seq >= seq and not info.num_ack_pending

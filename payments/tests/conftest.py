@@ -1,4 +1,3 @@
-import json
 import os
 import subprocess
 import sys
@@ -8,14 +7,11 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 from bson import ObjectId
-from nats.js.errors import NotFoundError as NatsNotFoundError
 
 from ticketing_common.bus import EventBus
 from ticketing_common.embedded import Server, free_port, wait_for_port
 from ticketing_common.events import OrderStatus
-from ticketing_common.mongo import connect, database
-from ticketing_common.sessions import issue_token
-from ticketing_common.testing import TEST_JWT_KEY, serve
+from ticketing_common.testing import bearer, serve, service_settings, stream_messages
 from ticketing_payments.main import build
 from ticketing_payments.settings import Settings
 
@@ -54,19 +50,13 @@ def fakestripe(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeStripe]
 
 
 def make_settings(mongo_uri: str, nats_url: str, stripe_url: str, **overrides: object) -> Settings:
-    values: dict[str, object] = {
-        "mongo_uri": mongo_uri,
-        "nats_url": nats_url,
-        "jwt_key": TEST_JWT_KEY,
-        "cookie_secure": False,
-        "stripe_key": "sk_test_payments",
-        "stripe_api_base": stripe_url,
-        "listener_backoff_seconds": 0.05,
-        "listener_ack_wait_seconds": 1,
-        "listener_max_deliver": 5,
-        "outbox_sweep_seconds": 0.2,
+    values = service_settings(
+        mongo_uri,
+        nats_url,
+        stripe_key="sk_test_payments",
+        stripe_api_base=stripe_url,
         **overrides,
-    }
+    )
     return Settings(**values)  # type: ignore[arg-type]
 
 
@@ -81,28 +71,11 @@ async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
         yield http
 
 
-@pytest.fixture
-async def db(mongo_uri: str):
-    mongo = connect(mongo_uri)
-    yield database(mongo)
-    await mongo.close()
-
-
-@pytest.fixture
-async def bus(nats_url: str) -> AsyncIterator[EventBus]:
-    bus = await EventBus.connect(nats_url, name="payments-test", stream="TICKETING")
-    yield bus
-    await bus.close()
-
-
 def new_id() -> str:
     return str(ObjectId())
 
 
-def signin(user_id: str | None = None) -> dict[str, str]:
-    """Headers of a signed-in user (the original's `global.signin()`)."""
-    token = issue_token(user_id or new_id(), "test@test.com", TEST_JWT_KEY, 3600)
-    return {"Authorization": f"Bearer {token}"}
+signin = bearer
 
 
 async def add_order(
@@ -127,14 +100,5 @@ async def add_order(
 
 
 async def bus_messages(bus: EventBus, subject: str) -> list[dict]:
-    """Every message on `subject` in the stream so far, oldest first."""
-    state = (await bus.js.stream_info(bus.stream)).state
-    found = []
-    for seq in range(state.first_seq, state.last_seq + 1) if state.messages else ():
-        try:
-            msg = await bus.js.get_msg(bus.stream, seq)
-        except NatsNotFoundError:
-            continue
-        if msg.subject == subject:
-            found.append(json.loads(msg.data or b"{}"))
-    return found
+    """Every payload on `subject` in the stream so far, oldest first."""
+    return [message["data"] for message in await stream_messages(bus, subject)]
