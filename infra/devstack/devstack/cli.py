@@ -26,7 +26,7 @@ _print_lock = threading.Lock()
 
 
 class Stop(BaseException):
-    """SIGTERM or SIGHUP reached `up`: stop like Ctrl-C."""
+    """A stop signal (Ctrl-C, SIGTERM, SIGHUP) reached `up`."""
 
 
 def render(name: str, line: str) -> str:
@@ -57,8 +57,9 @@ def up(args: argparse.Namespace) -> int:
     def stop_signal(signum: int, frame: FrameType | None) -> None:
         raise Stop
 
-    signal.signal(signal.SIGTERM, stop_signal)
-    signal.signal(signal.SIGHUP, stop_signal)
+    # SIGINT too: started in the background of a script, Python would inherit it ignored.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, stop_signal)
     stack = Stack(Path.cwd(), ingress_port=args.port, log=show)
     failure: StackError | None = None
     try:
