@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query
 from pydantic import AfterValidator, BaseModel
 from pymongo.errors import ServerSelectionTimeoutError
 
-from ticketing_common.errors import BadRequestError, NotFoundError
+from ticketing_common.errors import BadRequestError, Contention, NotFoundError
 from ticketing_common.mongo import require_object_id
 from ticketing_common.service import service_app
 from ticketing_common.settings import ServiceSettings
@@ -58,6 +58,11 @@ async def boom() -> None:
 @router.get("/outage")
 async def outage() -> None:
     raise ServerSelectionTimeoutError("mongo down")
+
+
+@router.get("/contention")
+async def contention() -> None:
+    raise Contention("things 1 kept changing")
 
 
 @pytest.fixture
@@ -131,8 +136,9 @@ async def test_unexpected_errors_are_500_without_detail(client, caplog):
     assert "secret detail" in caplog.text
 
 
-async def test_a_dependency_outage_is_503(client):
-    response = await client.get("/api/t/outage")
+@pytest.mark.parametrize("path", ["/api/t/outage", "/api/t/contention"])
+async def test_a_dependency_outage_or_endless_contention_is_503(client, path):
+    response = await client.get(path)
     assert response.status_code == 503
     assert response.json() == {"errors": [{"message": "Service unavailable"}]}
 

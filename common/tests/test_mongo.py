@@ -3,7 +3,7 @@
 import pytest
 from pymongo.errors import DuplicateKeyError
 
-from ticketing_common.mongo import connect, database, update_versioned
+from ticketing_common.mongo import change_versioned, connect, database, update_versioned
 
 
 @pytest.fixture
@@ -37,3 +37,18 @@ async def test_a_unique_index_clash_raises_instead_of_looking_like_a_stale_versi
     with pytest.raises(DuplicateKeyError):
         await update_versioned(seats, other.inserted_id, 0, {"$set": {"holder": "a"}})
     assert (await seats.find_one({"_id": other.inserted_id}))["version"] == 0
+
+
+async def test_a_change_decided_on_a_stale_read_is_decided_again(seats):
+    created = await seats.insert_one({"version": 0, "seen": []})
+    stale = await seats.find_one({"_id": created.inserted_id})
+    await seats.update_one({"_id": created.inserted_id}, {"$inc": {"version": 1}})
+    decided_on = []
+
+    def decide(doc):
+        decided_on.append(doc["version"])
+        return {"$set": {"holder": "a"}}
+
+    doc, changed = await change_versioned(seats, created.inserted_id, decide, read=stale)
+    assert changed and decided_on == [0, 1]
+    assert (doc["version"], doc["holder"]) == (2, "a")

@@ -19,8 +19,14 @@ log = logging.getLogger("ticketing.errors")
 
 ErrorItem = dict[str, str]
 
+
+class Contention(Exception):
+    """Other writers kept winning the race for one document: try again later (503)."""
+
+
 # Failures of a dependency rather than of the request: answered with 503.
 OUTAGES: tuple[type[BaseException], ...] = (
+    Contention,
     ConnectionFailure,
     ServerSelectionTimeoutError,
     ConnectionClosedError,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import asyncio
+import random
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -14,7 +16,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
-from ticketing_common.errors import NotFoundError
+from ticketing_common.errors import Contention, NotFoundError
 
 Document = dict[str, Any]
 HIDDEN_FIELDS = ("_id", "outbox", "outboxRev")
@@ -92,19 +94,51 @@ async def update_versioned(
     doc_id: ObjectId,
     version: int,
     update: Mapping[str, Any],
+    *,
+    field: str = "version",
 ) -> Document | None:
-    """Apply `update` only where `version` still matches and raise it by one.
+    """Apply `update` only where `field` still equals `version` and raise it by one.
 
     Returns the updated document, or None when someone else changed it first. A write the
     server refused (a unique-index clash) raises DuplicateKeyError on every server: MongoDB
     raises it itself, while nx-27017 answers None and leaves the version where it was.
     """
     changes = {k: dict(v) for k, v in update.items()}
-    changes.setdefault("$inc", {})["version"] = 1
-    where = {"_id": doc_id, "version": version}
+    changes.setdefault("$inc", {})[field] = 1
+    where = {"_id": doc_id, field: version}
     result: Document | None = await collection.find_one_and_update(
         where, changes, return_document=ReturnDocument.AFTER
     )
     if result is None and await collection.find_one(where, {"_id": 1}) is not None:
         raise DuplicateKeyError(f"{collection.name} {doc_id}: the write was refused", 11000)
     return result
+
+
+Decide = Callable[[Document | None], Mapping[str, Any] | None]
+
+
+async def change_versioned(
+    collection: AsyncCollection[Document],
+    doc_id: ObjectId,
+    decide: Decide,
+    *,
+    field: str = "version",
+    read: Document | None = None,
+    attempts: int = 50,
+) -> tuple[Document | None, bool]:
+    """Read, decide, write only if nobody wrote in between; else read again and decide again.
+
+    Returns the document as it now is and whether this call changed it. `decide` may raise
+    (to refuse the change) or return None (nothing to do); `read` saves the first read.
+    """
+    doc = read if read is not None else await collection.find_one({"_id": doc_id})
+    for attempt in range(attempts):
+        update = decide(doc)
+        if update is None or doc is None:
+            return doc, False
+        written = await update_versioned(collection, doc_id, doc[field], update, field=field)
+        if written is not None:
+            return written, True
+        await asyncio.sleep(random.uniform(0, 0.002 * (attempt + 1)))
+        doc = await collection.find_one({"_id": doc_id})
+    raise Contention(f"{collection.name} {doc_id} kept changing")

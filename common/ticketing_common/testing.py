@@ -185,8 +185,9 @@ def publish(bus: EventBus) -> Publish:
     return send
 
 
-async def stream_messages(bus: EventBus, subject: str) -> list[dict[str, Any]]:
-    """Every message on the stream under `subject`, oldest first: `{seq, msgId, data}`."""
+async def stream_messages(bus: EventBus, subject: str | None = None) -> list[dict[str, Any]]:
+    """Every message on the stream (under `subject`, if given), oldest first:
+    `{seq, subject, msgId, data}`."""
     state = (await bus.js.stream_info(bus.stream)).state
     found: list[dict[str, Any]] = []
     for seq in range(state.first_seq, state.last_seq + 1) if state.messages else ():
@@ -194,9 +195,10 @@ async def stream_messages(bus: EventBus, subject: str) -> list[dict[str, Any]]:
             msg = await bus.js.get_msg(bus.stream, seq)
         except StreamNotFoundError:
             continue
-        if msg.subject == subject and msg.data is not None:
+        if subject in (None, msg.subject) and msg.data is not None:
             msg_id = (msg.headers or {}).get("Nats-Msg-Id")
-            found.append({"seq": seq, "msgId": msg_id, "data": json.loads(msg.data)})
+            message = {"seq": seq, "subject": msg.subject, "msgId": msg_id}
+            found.append({**message, "data": json.loads(msg.data)})
     return found
 
 

@@ -89,3 +89,21 @@ def consumed(bus: EventBus) -> Consumed:
         return await consumer_caught_up(bus, f"orders-{subject.replace('.', '-')}", seq)
 
     return check
+
+
+@pytest.fixture
+async def order(
+    client: httpx.AsyncClient, auth: Callable[[str | None], dict[str, str]], new_ticket: NewTicket
+) -> dict[str, Any]:
+    """An order placed through the API, with the headers of the user who placed it."""
+    ticket = await new_ticket()
+    user = auth(None)
+    response = await client.post("/api/orders", json={"ticketId": str(ticket["_id"])}, headers=user)
+    return {**response.json(), "headers": user}
+
+
+async def stored_order(db: AsyncDatabase[Document], order: dict[str, Any]) -> Document:
+    """The order as stored, less the outbox the relay empties in the background."""
+    doc = await db["orders"].find_one({"_id": ObjectId(order["id"])})
+    assert doc is not None
+    return {k: v for k, v in doc.items() if k not in ("outbox", "outboxRev")}

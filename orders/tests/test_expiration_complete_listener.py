@@ -7,25 +7,13 @@ from ticketing_common.deadletters import dead_letters
 from ticketing_common.events import ExpirationComplete
 from ticketing_common.testing import eventually
 
+from .conftest import stored_order
+
 URL = "/api/orders"
 
 
-@pytest.fixture
-async def order(client, auth, new_ticket):
-    ticket = await new_ticket()
-    user = auth(None)
-    response = await client.post(URL, json={"ticketId": str(ticket["_id"])}, headers=user)
-    return {**response.json(), "headers": user}
-
-
-async def _stored(db, order):
-    """The order as stored, less the outbox the relay empties in the background."""
-    doc = await db["orders"].find_one({"_id": ObjectId(order["id"])})
-    return {k: v for k, v in doc.items() if k not in ("outbox", "outboxRev")}
-
-
 async def _with_status(db, order, status):
-    doc = await _stored(db, order)
+    doc = await stored_order(db, order)
     return doc if doc["status"] == status else None
 
 
@@ -66,12 +54,12 @@ async def test_does_nothing_for_a_complete_or_cancelled_order(
     client, publish, order, db, consumed, events, status
 ):
     await db["orders"].update_one({"_id": ObjectId(order["id"])}, {"$set": {"status": status}})
-    before = await _stored(db, order)
+    before = await stored_order(db, order)
 
     seq = await publish(ExpirationComplete(orderId=order["id"]))
 
     assert await eventually(lambda: consumed("expiration.complete", seq))
-    assert await _stored(db, order) == before
+    assert await stored_order(db, order) == before
     assert await events("order.cancelled") == []
 
 
@@ -82,7 +70,7 @@ async def test_a_replayed_expiration_changes_nothing(client, publish, order, db,
     seq = await publish(ExpirationComplete(orderId=order["id"]))
 
     assert await eventually(lambda: consumed("expiration.complete", seq))
-    assert (await _stored(db, order))["version"] == 1
+    assert (await stored_order(db, order))["version"] == 1
     await eventually(lambda: events("order.cancelled"))
     assert len(await events("order.cancelled")) == 1
 

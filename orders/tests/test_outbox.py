@@ -11,7 +11,7 @@ from bson import ObjectId
 
 from ticketing_common.bus import EventBus
 from ticketing_common.embedded import free_port, start_nats
-from ticketing_common.testing import TEST_JWT_KEY, eventually
+from ticketing_common.testing import TEST_JWT_KEY, eventually, stream_messages
 from ticketing_orders.models import new_order
 
 
@@ -107,11 +107,7 @@ async def test_an_order_survives_a_kill_between_its_write_and_its_publish(
 
         bus = await EventBus.connect(own_nats, name="crash-test", stream="TICKETING")
         try:
-            info = await bus.js.stream_info("TICKETING")
-            subjects = [
-                (await bus.js.get_msg("TICKETING", seq)).subject
-                for seq in range(info.state.first_seq, info.state.last_seq + 1)
-            ]
+            subjects = [message["subject"] for message in await stream_messages(bus)]
         finally:
             await bus.close()
         assert subjects == ["order.created"]

@@ -1,36 +1,23 @@
 """`payment:created`: the order is paid, once."""
 
-import pytest
 from bson import ObjectId
 
 from ticketing_common.deadletters import dead_letters
 from ticketing_common.events import PaymentCreated
 from ticketing_common.testing import eventually
 
+from .conftest import stored_order
+
 URL = "/api/orders"
 RESERVED = {"errors": [{"message": "Ticket is already reserved"}]}
-
-
-@pytest.fixture
-async def order(client, auth, new_ticket):
-    ticket = await new_ticket()
-    user = auth(None)
-    response = await client.post(URL, json={"ticketId": str(ticket["_id"])}, headers=user)
-    return {**response.json(), "headers": user}
 
 
 def _paid(order_id):
     return PaymentCreated(id=str(ObjectId()), orderId=order_id, stripeId="pi_test")
 
 
-async def _stored(db, order):
-    """The order as stored, less the outbox the relay empties in the background."""
-    doc = await db["orders"].find_one({"_id": ObjectId(order["id"])})
-    return {k: v for k, v in doc.items() if k not in ("outbox", "outboxRev")}
-
-
 async def _complete(db, order):
-    doc = await _stored(db, order)
+    doc = await stored_order(db, order)
     return doc if doc["status"] == "complete" else None
 
 
@@ -49,12 +36,12 @@ async def test_a_replayed_payment_changes_nothing(client, publish, order, db, co
     event = _paid(order["id"])
     await publish(event)
     await eventually(lambda: _complete(db, order))
-    before = await _stored(db, order)
+    before = await stored_order(db, order)
 
     seq = await publish(event)
 
     assert await eventually(lambda: consumed("payment.created", seq))
-    assert await _stored(db, order) == before
+    assert await stored_order(db, order) == before
 
 
 async def test_a_paid_order_keeps_its_ticket_and_cannot_be_cancelled(

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
-from enum import Enum
 from typing import Annotated, Any
 
 from bson import ObjectId
@@ -28,8 +27,9 @@ from ticketing_common.events import (
     TicketRef,
     TicketUpdated,
 )
-from ticketing_common.mongo import Document, Index, iso, object_id, update_versioned
+from ticketing_common.mongo import Document, Index, change_versioned, iso, object_id
 from ticketing_common.outbox import add_events, with_events
+from ticketing_common.replica import Applied, apply_next, event_object_id, insert_first
 from ticketing_common.validation import required, rule
 
 ORDERS = "orders"
@@ -234,32 +234,14 @@ class Orders:
 
         Returns the changed order, or None when `step` decided there was nothing to change.
         """
-        while True:
-            update = step(order)
-            if update is None:
-                return None
-            changed = await update_versioned(
-                self.collection, order["_id"], order["version"], update
-            )
-            if changed is not None:
-                return changed
-            fresh = await self.get(order["_id"])
-            if fresh is None:
+
+        def decide(current: Document | None) -> Update | None:
+            if current is None:
                 raise LookupError(f"order {order['_id']} vanished")
-            order = fresh
+            return step(current)
 
-
-class Applied(Enum):
-    APPLIED = "applied"
-    STALE = "stale"  # already there, or older than what the replica holds
-    GAP = "gap"  # a predecessor has not landed yet
-
-
-def event_ticket_id(value: str) -> ObjectId:
-    oid = object_id(value)
-    if oid is None:
-        raise ValueError(f"ticket id {value!r} is not an ObjectId")
-    return oid
+        doc, changed = await change_versioned(self.collection, order["_id"], decide, read=order)
+        return doc if changed else None
 
 
 class TicketReplica:
@@ -270,27 +252,14 @@ class TicketReplica:
 
     async def insert(self, event: TicketCreated) -> Applied:
         doc = {
-            "_id": event_ticket_id(event.id),
+            "_id": event_object_id(event.id),
             "title": event.title,
             "price": event.price,
             "version": event.version,
         }
-        try:
-            await self.collection.insert_one(doc)
-        except DuplicateKeyError:
-            return Applied.STALE
-        return Applied.APPLIED
+        return await insert_first(self.collection, doc)
 
     async def update(self, event: TicketUpdated) -> Applied:
         """Version N lands only on top of N-1, so updates apply in the order tickets made them."""
-        oid = event_ticket_id(event.id)
-        result = await self.collection.update_one(
-            {"_id": oid, "version": event.version - 1},
-            {"$set": {"title": event.title, "price": event.price, "version": event.version}},
-        )
-        if result.matched_count:
-            return Applied.APPLIED
-        current = await self.collection.find_one({"_id": oid}, {"version": 1})
-        if current is not None and current["version"] >= event.version:
-            return Applied.STALE
-        return Applied.GAP
+        update = {"$set": {"title": event.title, "price": event.price}}
+        return await apply_next(self.collection, event_object_id(event.id), event.version, update)

@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from enum import Enum
 from typing import Annotated, Any
 
 from bson import ObjectId
 from pydantic import AfterValidator, BaseModel
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError
 
 from ticketing_common.errors import BadRequestError, NotAuthorizedError, NotFoundError
 from ticketing_common.events import OrderCancelled, OrderCreated, OrderStatus, PaymentCreated
-from ticketing_common.mongo import Document, Index, object_id, update_versioned
+from ticketing_common.mongo import Document, Index, object_id
 from ticketing_common.outbox import with_events
+from ticketing_common.replica import Applied, apply_next, event_object_id, insert_first
 from ticketing_common.validation import required, rule, trimmed
 
 ORDERS = "orders"
@@ -73,19 +72,6 @@ def check_payable(order: Document | None, user_id: str, paid: bool, now: datetim
     return order
 
 
-class Applied(Enum):
-    APPLIED = "applied"
-    STALE = "stale"  # already there, or older: ignore
-    GAP = "gap"  # its predecessor has not arrived yet: wait
-
-
-def _event_id(value: str) -> ObjectId:
-    oid = object_id(value)
-    if oid is None:
-        raise ValueError(f"order id {value!r} is not an ObjectId")
-    return oid
-
-
 class OrderReplicas:
     """The orders collection: what payments needs of each order, kept in step by events."""
 
@@ -101,29 +87,19 @@ class OrderReplicas:
 
     async def insert(self, event: OrderCreated) -> Applied:
         doc = {
-            "_id": _event_id(event.id),
+            "_id": event_object_id(event.id),
             "price": event.ticket.price,
             "status": str(event.status),
             "userId": event.userId,
             "version": event.version,
             "expiresAt": _aware(event.expiresAt),
         }
-        try:
-            await self.collection.insert_one(doc)
-        except DuplicateKeyError:
-            return Applied.STALE
-        return Applied.APPLIED
+        return await insert_first(self.collection, doc)
 
     async def cancel(self, event: OrderCancelled) -> Applied:
         """Version N applies only on top of N-1."""
-        oid = _event_id(event.id)
         update = {"$set": {"status": str(OrderStatus.CANCELLED)}}
-        if await update_versioned(self.collection, oid, event.version - 1, update) is not None:
-            return Applied.APPLIED
-        current = await self.collection.find_one({"_id": oid}, {"version": 1})
-        if current is not None and current["version"] >= event.version:
-            return Applied.STALE
-        return Applied.GAP
+        return await apply_next(self.collection, event_object_id(event.id), event.version, update)
 
 
 def _aware(moment: datetime) -> datetime:

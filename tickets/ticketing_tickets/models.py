@@ -12,20 +12,16 @@ late or redelivered `order:created` of a cancelled order cannot reserve the tick
 
 from __future__ import annotations
 
-import asyncio
-import random
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from bson import ObjectId
 from pydantic import AfterValidator, BaseModel
-from pymongo import ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 
 from ticketing_common.errors import BadRequestError, NotAuthorizedError, NotFoundError
 from ticketing_common.events import TicketCreated, TicketUpdated
-from ticketing_common.mongo import Document, Index
+from ticketing_common.mongo import Document, Index, change_versioned, update_versioned
 from ticketing_common.outbox import add_events, with_events
 from ticketing_common.validation import Money, required, rule, trimmed
 
@@ -147,14 +143,8 @@ def release(doc: Document, order_id: str) -> Update | None:
     return {"$set": {released: True}}
 
 
-class Contention(Exception):
-    """Other writers kept winning the race for one ticket."""
-
-
 class Tickets:
     """The tickets collection."""
-
-    attempts = 50
 
     def __init__(self, db: AsyncDatabase[Document]) -> None:
         self.collection = db[COLLECTION]
@@ -167,7 +157,6 @@ class Tickets:
             "userId": user_id,
             "version": 0,
             "rev": 0,
-            "createdAt": datetime.now(UTC),
         }
         event = TicketCreated(
             id=str(doc["_id"]), version=0, title=title, price=price, userId=user_id
@@ -191,30 +180,10 @@ class Tickets:
 
     async def write_if_unchanged(self, doc: Document, update: Update) -> Document | None:
         """Apply `update` only if nobody wrote since `doc` was read; None if someone did."""
-        changes = {k: dict(v) for k, v in update.items()}
-        changes.setdefault("$inc", {})["rev"] = 1
-        written: Document | None = await self.collection.find_one_and_update(
-            {"_id": doc["_id"], "rev": doc.get("rev")},
-            changes,
-            return_document=ReturnDocument.AFTER,
-        )
-        return written
+        return await update_versioned(self.collection, doc["_id"], doc["rev"], update, field="rev")
 
     async def change(
         self, ticket_id: ObjectId, decide: Callable[[Document | None], Update | None]
     ) -> tuple[Document | None, bool]:
-        """Read, decide, write only if nobody wrote in between; else read again.
-
-        Returns the ticket as it now is and whether this call changed it. `decide` may raise
-        (to refuse the change) or return None (nothing to do).
-        """
-        for attempt in range(self.attempts):
-            doc = await self.get(ticket_id)
-            update = decide(doc)
-            if update is None or doc is None:
-                return doc, False
-            written = await self.write_if_unchanged(doc, update)
-            if written is not None:
-                return written, True
-            await asyncio.sleep(random.uniform(0, 0.002 * (attempt + 1)))
-        raise Contention(f"ticket {ticket_id} kept changing")
+        """The ticket as it now is, and whether `decide` changed it (see `change_versioned`)."""
+        return await change_versioned(self.collection, ticket_id, decide, field="rev")

@@ -9,8 +9,9 @@ from pymongo.errors import DuplicateKeyError
 from ticketing_common.events import ExpirationComplete, PaymentCreated, TicketCreated, TicketUpdated
 from ticketing_common.listener import Listener, Retry
 from ticketing_common.mongo import Document, object_id
+from ticketing_common.replica import Applied
 from ticketing_common.service import ListenerFactory
-from ticketing_orders.models import Applied, Orders, TicketReplica, complete, expire
+from ticketing_orders.models import Orders, TicketReplica, complete, expire
 
 log = logging.getLogger("ticketing.orders.listeners")
 

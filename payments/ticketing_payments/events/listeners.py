@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from ticketing_common.events import OrderCancelled, OrderCreated
 from ticketing_common.listener import Listener, Retry
+from ticketing_common.replica import Applied
 from ticketing_common.service import ListenerFactory
-from ticketing_payments.models import Applied, OrderReplicas
+from ticketing_payments.models import OrderReplicas
 
 
 class OrderCreatedListener(Listener[OrderCreated]):

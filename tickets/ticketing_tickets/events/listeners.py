@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from ticketing_common.errors import Contention
 from ticketing_common.events import OrderCancelled, OrderCreated
 from ticketing_common.listener import Listener, Retry
 from ticketing_common.mongo import Document, object_id
 from ticketing_common.service import ListenerFactory
-from ticketing_tickets.models import Contention, Tickets, Update, release, reserve
+from ticketing_tickets.models import Tickets, Update, release, reserve
 
 
 class TicketNotFound(LookupError):

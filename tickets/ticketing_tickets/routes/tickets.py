@@ -6,12 +6,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, status
 
-from ticketing_common.errors import NotFoundError, ServiceUnavailableError
+from ticketing_common.errors import NotFoundError
 from ticketing_common.mongo import require_object_id
 from ticketing_common.service import Runtime, get_runtime
 from ticketing_common.sessions import RequiredUser
 from ticketing_tickets.models import (
-    Contention,
     Limit,
     NewTicket,
     Offset,
@@ -68,10 +67,7 @@ async def update_ticket(
 ) -> dict[str, Any]:
     # 401 and 400 (validation) are the dependencies above; the rest is `edit`, in SPEC order.
     oid = require_object_id(ticket_id)
-    try:
-        doc, _ = await tickets.change(oid, lambda d: edit(d, user.id, body.title, body.price))
-    except Contention:
-        raise ServiceUnavailableError() from None
+    doc, _ = await tickets.change(oid, lambda d: edit(d, user.id, body.title, body.price))
     runtime.events_stored()
     assert doc is not None
     return to_api(doc)
