@@ -13,7 +13,7 @@ from fastapi import Depends, Request, Response
 from pydantic import BaseModel
 
 from ticketing_common.errors import NotAuthorizedError
-from ticketing_common.settings import SessionSettings
+from ticketing_common.settings import SessionSettings, get_settings
 
 COOKIE_NAME = "session"
 ALGORITHM = "HS256"
@@ -84,15 +84,13 @@ def request_token(request: Request) -> str | None:
     return decode_cookie(cookie) if cookie else None
 
 
-async def get_settings(request: Request) -> SessionSettings:
-    settings: SessionSettings = request.app.state.settings
-    return settings
-
-
 async def current_user(request: Request) -> CurrentUser | None:
     """Dependency: the signed-in user, or None."""
     token = request_token(request)
-    return verify_token(token, (await get_settings(request)).jwt_key) if token else None
+    if not token:
+        return None
+    settings: SessionSettings = await get_settings(request)
+    return verify_token(token, settings.jwt_key)
 
 
 async def require_user(user: Annotated[CurrentUser | None, Depends(current_user)]) -> CurrentUser:

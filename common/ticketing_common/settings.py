@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from starlette.requests import Request
 
 
 class ServiceSettings(BaseSettings):
@@ -72,3 +73,8 @@ def load_settings(cls: type[S], **overrides: object) -> S:
         if missing:
             raise SystemExit(f"{missing[0]} must be defined") from None
         raise SystemExit(f"Invalid settings: {exc}") from None
+
+
+async def get_settings(request: Request) -> Any:
+    """Dependency: the running app's settings (annotate it with the service's Settings)."""
+    return request.app.state.settings

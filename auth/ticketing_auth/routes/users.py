@@ -12,6 +12,7 @@ from ticketing_auth.settings import Settings
 from ticketing_common.errors import BadRequestError, TooManyRequestsError
 from ticketing_common.service import get_db
 from ticketing_common.sessions import OptionalUser, clear_session, issue_token, set_session
+from ticketing_common.settings import get_settings
 
 router = APIRouter(tags=["users"])
 
@@ -20,13 +21,8 @@ async def get_users(request: Request) -> Users:
     return Users(await get_db(request))
 
 
-async def get_settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
-
-
 async def get_failures(request: Request) -> SigninFailures:
-    settings = await get_settings(request)
+    settings: Settings = await get_settings(request)
     return SigninFailures(
         await get_db(request), settings.signin_max_failures, settings.signin_window_seconds
     )

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Request, Response, status
 from ticketing_common.mongo import require_object_id
 from ticketing_common.service import Runtime, get_db, get_runtime
 from ticketing_common.sessions import RequiredUser
+from ticketing_common.settings import get_settings
 from ticketing_orders.models import NewOrder, OrderOut, Orders, cancel_by_user
 from ticketing_orders.settings import Settings
 
@@ -17,11 +18,6 @@ router = APIRouter(tags=["orders"])
 
 async def get_orders(request: Request) -> Orders:
     return Orders(await get_db(request))
-
-
-async def get_settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
 
 
 OrdersDep = Annotated[Orders, Depends(get_orders)]
