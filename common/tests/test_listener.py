@@ -8,7 +8,7 @@ from ticketing_common.bus import EventBus
 from ticketing_common.deadletters import dead_letters, replay
 from ticketing_common.events import ExpirationComplete
 from ticketing_common.listener import Listener, Retry
-from ticketing_common.service import Runtime
+from ticketing_common.runtime import Runtime
 from ticketing_common.settings import NatsSettings, ServiceSettings
 from ticketing_common.testing import eventually
 

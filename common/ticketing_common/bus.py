@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import nats
@@ -20,7 +21,18 @@ log = logging.getLogger("ticketing.bus")
 
 DEAD_LETTER_STREAM = "DEADLETTERS"
 DEAD_LETTER_PREFIX = "deadletter"
-DUPLICATE_WINDOW_SECONDS = 3600
+DAY = 86400.0
+
+
+@dataclass(frozen=True)
+class StreamLimits:
+    """How much of its history each stream keeps: days of events, dead letters for longer."""
+
+    max_age_seconds: float = 7 * DAY
+    max_bytes: int = 1 << 30
+    duplicate_window_seconds: float = 3600.0
+    dead_letter_max_age_seconds: float = 30 * DAY
+    dead_letter_max_bytes: int = 256 << 20
 
 
 async def _quiet(exc: Exception) -> None:
@@ -30,13 +42,16 @@ async def _quiet(exc: Exception) -> None:
 class EventBus:
     """A NATS connection with JetStream, sure of its streams."""
 
-    def __init__(self, nc: NATS, stream: str) -> None:
+    def __init__(self, nc: NATS, stream: str, limits: StreamLimits | None = None) -> None:
         self.nc = nc
         self.js: JetStreamContext = nc.jetstream()
         self.stream = stream
+        self.limits = limits or StreamLimits()
 
     @classmethod
-    async def connect(cls, url: str, *, name: str, stream: str) -> EventBus:
+    async def connect(
+        cls, url: str, *, name: str, stream: str, limits: StreamLimits | None = None
+    ) -> EventBus:
         nc = await nats.connect(
             url,
             name=name,
@@ -45,25 +60,44 @@ class EventBus:
             max_reconnect_attempts=-1,
             connect_timeout=3,
         )
-        bus = cls(nc, stream)
+        bus = cls(nc, stream, limits)
         await bus.ensure_streams()
         return bus
 
-    async def ensure_streams(self) -> None:
-        for name, subjects in (
-            (self.stream, STREAM_SUBJECTS),
-            (DEAD_LETTER_STREAM, [f"{DEAD_LETTER_PREFIX}.>"]),
-        ):
-            config = StreamConfig(
-                name=name,
-                subjects=subjects,
+    def stream_configs(self) -> list[StreamConfig]:
+        limits = self.limits
+        window = limits.duplicate_window_seconds
+        return [
+            StreamConfig(
+                name=self.stream,
+                subjects=STREAM_SUBJECTS,
                 storage=StorageType.FILE,
-                duplicate_window=DUPLICATE_WINDOW_SECONDS,
-            )
+                max_age=limits.max_age_seconds,
+                max_bytes=limits.max_bytes,
+                duplicate_window=min(window, limits.max_age_seconds),
+            ),
+            StreamConfig(
+                name=DEAD_LETTER_STREAM,
+                subjects=[f"{DEAD_LETTER_PREFIX}.>"],
+                storage=StorageType.FILE,
+                max_age=limits.dead_letter_max_age_seconds,
+                max_bytes=limits.dead_letter_max_bytes,
+                duplicate_window=min(window, limits.dead_letter_max_age_seconds),
+            ),
+        ]
+
+    async def ensure_streams(self) -> None:
+        """Create the streams, or bring an existing one to the configured subjects and limits."""
+        for config in self.stream_configs():
+            assert config.name is not None
             try:
-                await self.js.stream_info(name)
+                current = (await self.js.stream_info(config.name)).config
             except StreamNotFoundError:
                 await self.js.add_stream(config)
+                continue
+            if _drifted(current, config):
+                log.info("updating stream %s to %s", config.name, config)
+                await self.js.update_stream(config)
 
     @property
     def connected(self) -> bool:
@@ -93,3 +127,15 @@ class EventBus:
     async def close(self) -> None:
         if not self.nc.is_closed:
             await self.nc.drain()
+
+
+def _drifted(current: StreamConfig, wanted: StreamConfig) -> bool:
+    def close(a: float | None, b: float | None) -> bool:
+        return abs((a or 0) - (b or 0)) < 1e-3
+
+    return (
+        sorted(current.subjects or []) != sorted(wanted.subjects or [])
+        or current.max_bytes != wanted.max_bytes
+        or not close(current.max_age, wanted.max_age)
+        or not close(current.duplicate_window, wanted.duplicate_window)
+    )

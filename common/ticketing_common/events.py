@@ -8,7 +8,7 @@ from typing import Annotated, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, PlainSerializer
 
-from ticketing_common.mongo import iso
+from ticketing_common.moments import iso
 
 # Events write moments the way the APIs do: milliseconds and a `Z`.
 Moment = Annotated[datetime, PlainSerializer(iso, return_type=str, when_used="json")]
@@ -23,6 +23,7 @@ class Subject(StrEnum):
     ORDER_CANCELLED = "order.cancelled"
     EXPIRATION_COMPLETE = "expiration.complete"
     PAYMENT_CREATED = "payment.created"
+    PAYMENT_REFUNDED = "payment.refunded"
 
 
 STREAM_SUBJECTS = ["ticket.*", "order.*", "expiration.*", "payment.*"]
@@ -41,6 +42,11 @@ ACTIVE_ORDER_STATUSES = (OrderStatus.CREATED, OrderStatus.AWAITING_PAYMENT, Orde
 class Event(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
     subject: ClassVar[Subject]
+    # The field naming the aggregate the event is about: its events are applied in order.
+    key_field: ClassVar[str] = "id"
+
+    def key(self) -> str:
+        return str(getattr(self, self.key_field))
 
     def payload(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude_none=True)
@@ -93,11 +99,21 @@ class OrderCancelled(Event):
 
 class ExpirationComplete(Event):
     subject = Subject.EXPIRATION_COMPLETE
+    key_field = "orderId"
     orderId: str
 
 
 class PaymentCreated(Event):
     subject = Subject.PAYMENT_CREATED
+    key_field = "orderId"
+    id: str
+    orderId: str
+    stripeId: str
+
+
+class PaymentRefunded(Event):
+    subject = Subject.PAYMENT_REFUNDED
+    key_field = "orderId"
     id: str
     orderId: str
     stripeId: str
@@ -112,5 +128,6 @@ EVENT_TYPES: dict[Subject, type[Event]] = {
         OrderCancelled,
         ExpirationComplete,
         PaymentCreated,
+        PaymentRefunded,
     )
 }

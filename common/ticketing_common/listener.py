@@ -7,20 +7,24 @@ import json
 import logging
 from abc import ABC, abstractmethod
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+from typing import ClassVar, Generic, TypeVar
 
 from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
 from pydantic import ValidationError
 
 from ticketing_common.bus import DEAD_LETTER_PREFIX, EventBus
 from ticketing_common.events import Event
+from ticketing_common.runtime import Runtime
 from ticketing_common.settings import NatsSettings
 
-if TYPE_CHECKING:
-    from ticketing_common.service import Runtime
-
 log = logging.getLogger("ticketing.listener")
+
+# How long one fetch waits for messages; also how long a stop may wait for the fetch in flight.
+FETCH_SECONDS = 0.5
 
 E = TypeVar("E", bound=Event)
 
@@ -30,7 +34,12 @@ class Retry(Exception):
 
 
 class Listener(ABC, Generic[E]):
-    """Applies one subject's events; each service's replicas share one durable consumer."""
+    """Applies one subject's events; each service's replicas share one durable pull consumer.
+
+    Messages are fetched in batches and applied concurrently (up to `listener_concurrency`),
+    except that events of one key (the aggregate they change) are applied one after another,
+    in stream order. Each is acked only after its change is stored.
+    """
 
     event_type: ClassVar[type[Event]]
 
@@ -43,8 +52,12 @@ class Listener(ABC, Generic[E]):
         self.ack_wait: float = settings.listener_ack_wait_seconds
         self.max_deliver: int = settings.listener_max_deliver
         self.backoff: float = settings.listener_backoff_seconds
-        self._sub: Any = None
-        self._busy: asyncio.Lock = asyncio.Lock()
+        self.concurrency: int = max(1, settings.listener_concurrency)
+        self.batch: int = max(1, min(settings.listener_batch, self.concurrency))
+        self._sub: JetStreamContext.PullSubscription | None = None
+        self._loop: asyncio.Task[None] | None = None
+        self._slots: asyncio.Semaphore = asyncio.Semaphore(self.concurrency)
+        self._tails: dict[str, asyncio.Task[None]] = {}
         self._stopping: bool = False
 
     @property
@@ -53,52 +66,127 @@ class Listener(ABC, Generic[E]):
 
     @property
     def durable(self) -> str:
-        # One durable per (service, subject): nats-py silently rebinds a reused name.
+        # One durable per (service, subject): a consumer filters one subject.
         return f"{self.service}-{self.subject.replace('.', '-')}"
+
+    def key(self, event: E) -> str:
+        """Events of one key apply in order; override when the changed aggregate differs."""
+        return event.key()
 
     @abstractmethod
     async def handle(self, event: E) -> None:
         """Apply the event; raise Retry to have it redelivered later."""
 
     async def start(self) -> None:
+        await self._ensure_consumer()
+        self._sub = await self.bus.js.pull_subscribe_bind(self.durable, stream=self.bus.stream)
+        self._stopping = False
+        self._loop = asyncio.create_task(self._fetch_loop(), name=f"listener-{self.durable}")
+
+    async def _ensure_consumer(self) -> None:
         config = ConsumerConfig(
+            durable_name=self.durable,
+            filter_subject=self.subject,
             ack_policy=AckPolicy.EXPLICIT,
             ack_wait=self.ack_wait,
             deliver_policy=DeliverPolicy.ALL,
             max_deliver=-1,  # the bound is ours, so that the last try leaves a dead letter
+            max_ack_pending=max(1000, self.concurrency * 4),
         )
-        self._sub = await self.bus.js.subscribe(
-            self.subject,
-            queue=self.durable,
-            cb=self._on_message,
-            manual_ack=True,
-            stream=self.bus.stream,
-            config=config,
-        )
+        js, stream = self.bus.js, self.bus.stream
+        try:
+            current = await js.consumer_info(stream, self.durable)
+        except NotFoundError:
+            current = None
+        if current is not None and current.config.deliver_subject:
+            # A push consumer of an earlier release: carry on from where it had acked.
+            floor = current.ack_floor.stream_seq if current.ack_floor else 0
+            log.info("%s: replacing the push consumer from stream seq %d", self.durable, floor)
+            await js.delete_consumer(stream, self.durable)
+            config.deliver_policy = DeliverPolicy.BY_START_SEQUENCE
+            config.opt_start_seq = floor + 1
+            current = None
+        if current is None or current.config.ack_wait != config.ack_wait:
+            if current is not None:
+                config.deliver_policy = current.config.deliver_policy
+                config.opt_start_seq = current.config.opt_start_seq
+            await js.add_consumer(stream, config)
 
     async def stop(self) -> None:
-        """Finish the event in hand, then stop consuming; the rest goes to other replicas."""
+        """Finish the events in hand, then stop consuming; the rest goes to other replicas."""
         self._stopping = True
-        async with self._busy:
-            if self._sub is not None:
-                await self._sub.unsubscribe()
-                self._sub = None
+        loop, self._loop = self._loop, None
+        if loop is not None:
+            await asyncio.wait({loop}, timeout=FETCH_SECONDS * 4)
+            loop.cancel()
+            await asyncio.wait({loop})
+        while self._tails:
+            await asyncio.wait(set(self._tails.values()))
+        if self._sub is not None:
+            await self._sub.unsubscribe()
+            self._sub = None
 
-    async def _on_message(self, msg: Msg) -> None:
-        if self._stopping:
-            return  # not acked: redelivered after ack wait
-        async with self._busy:
-            await self._process(msg)
+    async def _fetch_loop(self) -> None:
+        assert self._sub is not None
+        delay = self.backoff
+        while not self._stopping:
+            # Fetch no more than there are free slots for, so no message waits unapplied.
+            await self._slots.acquire()
+            free = 1
+            while free < self.batch and not self._slots.locked():
+                await self._slots.acquire()
+                free += 1
+            try:
+                msgs = await self._sub.fetch(free, timeout=FETCH_SECONDS)
+            except NatsTimeoutError:
+                msgs = []
+            except Exception as exc:  # the server is away: try again shortly
+                log.warning("%s: fetch failed: %r", self.durable, exc)
+                msgs = []
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+            else:
+                delay = self.backoff
+            for msg in msgs:
+                self._dispatch(msg)
+            for _ in range(free - len(msgs)):
+                self._slots.release()
 
-    async def _process(self, msg: Msg) -> None:
-        deliveries = msg.metadata.num_delivered if msg.metadata else 1
+    def _dispatch(self, msg: Msg) -> None:
+        """Apply `msg` after the previous event of its key, holding one slot until done."""
         try:
             event = self.event_type.model_validate_json(msg.data)
+            key = self.key(event)  # type: ignore[arg-type,unused-ignore]
         except ValidationError as exc:
-            await self._dead_letter(msg, f"malformed event: {exc}", deliveries)
-            return
+            event, key = None, ""
+            error = f"malformed event: {exc}"
+        previous = self._tails.get(key)
+
+        async def apply() -> None:
+            try:
+                if previous is not None:
+                    await asyncio.wait({previous})
+                if event is None:
+                    await self._dead_letter(msg, error, _deliveries(msg))
+                else:
+                    await self._process(msg, event)  # type: ignore[arg-type,unused-ignore]
+            except Exception as exc:  # the bus went away: the message comes back after ack wait
+                log.warning("%s: %r", self.durable, exc)
+
+        task = asyncio.create_task(apply())
+        self._tails[key] = task
+
+        def done(finished: asyncio.Task[None]) -> None:
+            if self._tails.get(key) is finished:
+                del self._tails[key]
+            self._slots.release()
+
+        task.add_done_callback(done)
+
+    async def _process(self, msg: Msg, event: E) -> None:
+        deliveries = _deliveries(msg)
         try:
-            await self.handle(event)  # type: ignore[arg-type,unused-ignore]
+            await self.handle(event)
         except Exception as exc:
             reason = "retry" if isinstance(exc, Retry) else "error"
             if deliveries >= self.max_deliver:
@@ -130,3 +218,7 @@ class Listener(ABC, Generic[E]):
             f"dead:{self.durable}:{record['streamSeq']}",
         )
         await msg.term()
+
+
+def _deliveries(msg: Msg) -> int:
+    return msg.metadata.num_delivered if msg.metadata else 1

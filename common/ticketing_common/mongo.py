@@ -17,6 +17,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from ticketing_common.errors import Contention, NotFoundError
+from ticketing_common.moments import iso
 
 Document = dict[str, Any]
 HIDDEN_FIELDS = ("_id", "outbox", "outboxRev")
@@ -57,10 +58,6 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, list):
         return [_jsonable(v) for v in value]
     return value
-
-
-def iso(moment: datetime) -> str:
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def to_api(doc: Mapping[str, Any], hidden: Iterable[str] = HIDDEN_FIELDS) -> Document:

@@ -1,8 +1,16 @@
 """The outbox: events written in the same MongoDB write as the change that causes them.
 
-Pending events live in the changed document, under `outbox.<eventId>`, and every write that
-adds one raises `outboxRev`. The relay publishes them with `Nats-Msg-Id` = event id and then
-removes the outbox, but only if `outboxRev` is unchanged, so an event added meanwhile stays.
+Pending events live in the changed document, under `outbox.<eventId>`, each with `seq`, the
+document's event counter `outboxRev` at the time it was added (a counter that never goes back,
+so a document's events keep the order they were written in, whatever the hosts' clocks say).
+`outboxAt` (epoch milliseconds, the oldest pending event) is indexed, so the crash backstop
+finds pending documents without reading the collection.
+
+The writer publishes the events it just stored (`Outbox`); a periodic sweep publishes what a
+crashed writer left. Either publishes with `Nats-Msg-Id` = event id, so JetStream drops
+repeats, and then removes what it published: the whole outbox if `outboxRev` is still what it
+read, else only its own events by key. So no relay, however slow or stale, removes an event it
+did not publish.
 """
 
 from __future__ import annotations
@@ -15,41 +23,60 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from bson import ObjectId
 from pymongo.asynchronous.collection import AsyncCollection
 
 from ticketing_common.bus import EventBus
 from ticketing_common.events import Event
-from ticketing_common.mongo import Document
+from ticketing_common.mongo import Decide, Document, Index, change_versioned
 
 log = logging.getLogger("ticketing.outbox")
 
+# Every collection with an outbox carries this index: the sweep reads only pending documents.
+OUTBOX_INDEX = Index([("outboxAt", 1)], sparse=True)
+PROJECTION = {"outbox": 1, "outboxRev": 1}
 
-def _entry(event: Event) -> tuple[str, Document]:
-    return uuid.uuid4().hex, {
-        "subject": str(event.subject),
-        "data": event.payload(),
-        "seq": time.time_ns(),
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _entries(events: Sequence[Event], rev: int) -> dict[str, Document]:
+    return {
+        uuid.uuid4().hex: {"subject": str(e.subject), "data": e.payload(), "seq": rev + i}
+        for i, e in enumerate(events, start=1)
     }
 
 
 def with_events(doc: Mapping[str, Any], *events: Event) -> Document:
     """A new document that carries its first events."""
-    return {**doc, "outbox": dict(_entry(e) for e in events), "outboxRev": 1}
+    return {**doc, "outbox": _entries(events, 0), "outboxRev": len(events), "outboxAt": _now_ms()}
 
 
 def add_events(
-    update: Mapping[str, Mapping[str, Any]], *events: Event
+    doc: Mapping[str, Any], update: Mapping[str, Mapping[str, Any]], *events: Event
 ) -> dict[str, dict[str, Any]]:
-    """An update document that also stores `events` in the outbox."""
+    """An update of `doc` (as read; the write must be conditional on it) that also stores
+    `events` in its outbox, after the events it already holds."""
     changes = {k: dict(v) for k, v in update.items()}
-    for event_id, entry in map(_entry, events):
+    for event_id, entry in _entries(events, doc.get("outboxRev", 0)).items():
         changes.setdefault("$set", {})[f"outbox.{event_id}"] = entry
-    changes.setdefault("$inc", {})["outboxRev"] = 1
+    changes.setdefault("$inc", {})["outboxRev"] = len(events)
+    changes.setdefault("$min", {})["outboxAt"] = _now_ms()
     return changes
 
 
+def pending_events(docs: Iterable[Document]) -> list[Document]:
+    """The events still waiting in `docs`, in the order they were written."""
+    return [entry for doc in docs for _, entry in _in_order(doc)]
+
+
+def _in_order(doc: Document) -> list[tuple[str, Document]]:
+    return sorted((doc.get("outbox") or {}).items(), key=lambda kv: kv[1]["seq"])
+
+
 class OutboxRelay:
-    """Publishes pending events of the given collections; woken after each write and on a timer."""
+    """Publishes pending events: those a writer hands over at once, and a periodic sweep."""
 
     def __init__(
         self,
@@ -57,77 +84,150 @@ class OutboxRelay:
         collections: Sequence[AsyncCollection[Document]],
         *,
         sweep_seconds: float = 1.0,
+        grace_seconds: float | None = None,
+        concurrency: int = 128,
     ) -> None:
         self.bus = bus
         self.collections = list(collections)
         self.sweep_seconds = sweep_seconds
-        self._wake = asyncio.Event()
-        self._stopping = False
+        # A pending event younger than this is its writer's to publish; the sweep leaves it.
+        self.grace_seconds = sweep_seconds if grace_seconds is None else grace_seconds
+        self._slots = asyncio.Semaphore(concurrency)
+        self._handed: set[asyncio.Task[int]] = set()
+        self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
-    def kick(self) -> None:
-        """Publish soon: called after a write that stored events."""
-        self._wake.set()
+    def hand_over(self, collection: AsyncCollection[Document], doc: Document) -> None:
+        """Publish the events of a document just written, without holding up the writer."""
+        if doc.get("outbox"):
+            task = asyncio.create_task(self._publish_guarded(collection, doc))
+            self._handed.add(task)
+            task.add_done_callback(self._handed.discard)
 
-    async def publish_pending(self) -> int:
-        """One pass over every collection; returns how many events went out."""
-        sent = 0
-        for collection in self.collections:
-            cursor = collection.find({"outbox": {"$exists": True}}, {"outbox": 1, "outboxRev": 1})
-            async for doc in cursor:
-                sent += await self._publish_doc(collection, doc)
-        return sent
+    async def _publish_guarded(self, collection: AsyncCollection[Document], doc: Document) -> int:
+        try:
+            return await self.publish_doc(collection, doc)
+        except Exception as exc:  # the sweep publishes it later
+            log.warning("publishing the events of %s failed: %r", doc.get("_id"), exc)
+            return 0
 
-    async def _publish_doc(self, collection: AsyncCollection[Document], doc: Document) -> int:
-        entries = sorted((doc.get("outbox") or {}).items(), key=lambda kv: kv[1]["seq"])
-        for event_id, entry in entries:
-            data = json.dumps(entry["data"], separators=(",", ":")).encode()
-            await self.bus.publish(entry["subject"], data, event_id)
-        await collection.update_one(
-            {"_id": doc["_id"], "outboxRev": doc.get("outboxRev")},
-            {"$unset": {"outbox": "", "outboxRev": ""}},
-        )
+    async def publish_doc(self, collection: AsyncCollection[Document], doc: Document) -> int:
+        """Publish `doc`'s events in order, each after the previous one's ack; then remove them."""
+        entries = _in_order(doc)
+        async with self._slots:
+            for event_id, entry in entries:
+                data = json.dumps(entry["data"], separators=(",", ":")).encode()
+                await self.bus.publish(entry["subject"], data, event_id)
+            await self._remove(collection, doc["_id"], doc.get("outboxRev"), entries)
         return len(entries)
 
-    async def run(self) -> None:
-        # Stopped by a flag, never by cancellation: on 3.11 both wait_for and asyncio.timeout
-        # can swallow a cancel that lands as their own timeout fires, and the loop runs on.
-        while not self._stopping:
-            waiter = asyncio.ensure_future(self._wake.wait())
-            await asyncio.wait({waiter}, timeout=self.sweep_seconds)
-            waiter.cancel()
-            self._wake.clear()
-            try:
-                await self.publish_pending()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # keep relaying through an outage
-                log.warning("outbox relay pass failed: %r", exc)
+    @staticmethod
+    async def _remove(
+        collection: AsyncCollection[Document],
+        doc_id: ObjectId,
+        rev: int | None,
+        entries: list[tuple[str, Document]],
+    ) -> None:
+        everything = {"outbox": "", "outboxAt": ""}
+        done = await collection.update_one(
+            {"_id": doc_id, "outboxRev": rev}, {"$unset": everything}
+        )
+        if done.matched_count == 0 and entries:
+            # Events were added since the read: remove only those published here.
+            mine = {f"outbox.{event_id}": "" for event_id, _ in entries}
+            await collection.update_one({"_id": doc_id}, {"$unset": mine})
 
-    def start(self) -> None:
-        self._stopping = False
+    async def sweep(self, older_than: float | None = None) -> int:
+        """Publish every event pending longer than `older_than` seconds (default: the grace)."""
+        age = self.grace_seconds if older_than is None else older_than
+        cutoff = _now_ms() - int(age * 1000)
+        sent = 0
+        for collection in self.collections:
+            query = {"outboxAt": {"$gt": 0, "$lte": cutoff}}
+            docs = await collection.find(query, PROJECTION).to_list()
+            counts = await asyncio.gather(*(self.publish_doc(collection, d) for d in docs))
+            sent += sum(counts)
+        return sent
+
+    async def drain(self) -> None:
+        """Wait for the events handed over so far to be published (or given up to the sweep)."""
+        while self._handed:
+            await asyncio.wait(set(self._handed))
+
+    async def run(self) -> None:
+        # Stopped by an event, never by cancellation: on 3.11 both wait_for and asyncio.timeout
+        # can swallow a cancel that lands as their own timeout fires, and the loop runs on.
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        try:
+            while not self._stopping.is_set():
+                await asyncio.wait({stopping}, timeout=self.sweep_seconds)
+                if self._stopping.is_set():
+                    break
+                try:
+                    await self.sweep()
+                except Exception as exc:  # keep relaying through an outage
+                    log.warning("outbox sweep failed: %r", exc)
+        finally:
+            stopping.cancel()
+
+    async def start(self) -> None:
+        """Publish what an earlier process left, then sweep on a timer."""
+        self._stopping.clear()
+        try:
+            await self.sweep(older_than=0)
+        except Exception as exc:
+            log.warning("first outbox sweep failed: %r", exc)
         self._task = asyncio.create_task(self.run(), name="outbox-relay")
-        self.kick()
 
     async def stop(self, grace_seconds: float = 10.0) -> None:
-        """Finish the pass in flight and make a last one, so events stored just before
-        shutdown still go out; a pass stuck longer than the grace is cancelled."""
+        """Finish what is in flight and sweep once more, so events stored just before
+        shutdown still go out; work stuck longer than the grace is cancelled."""
         task, self._task = self._task, None
-        if task is None:
-            return
-        self._stopping = True
-        self.kick()
-        await asyncio.wait({task}, timeout=grace_seconds)
-        if not task.done():
-            task.cancel()
-            await asyncio.wait({task})
+        self._stopping.set()
+        pending = {*self._handed, *([task] if task else [])}
+        if pending:
+            await asyncio.wait(pending, timeout=grace_seconds)
+        for late in pending:
+            late.cancel()
+        if pending:
+            await asyncio.wait(pending)
         try:
-            await self.publish_pending()
+            await self.sweep(older_than=0)
         except Exception as exc:
-            log.warning("final outbox pass failed: %r", exc)
+            log.warning("final outbox sweep failed: %r", exc)
 
 
-def pending_events(docs: Iterable[Document]) -> list[Document]:
-    """The events still waiting in `docs`, oldest first (for tests and operators)."""
-    entries = [e for d in docs for e in (d.get("outbox") or {}).values()]
-    return sorted(entries, key=lambda e: e["seq"])
+class Outbox:
+    """One collection's writes that carry events: stored in one write, then handed to the relay.
+
+    Without a relay (a test of storage alone) the events wait for a sweep.
+    """
+
+    def __init__(self, collection: AsyncCollection[Document], relay: OutboxRelay | None) -> None:
+        self.collection = collection
+        self.relay = relay
+
+    def _written(self, doc: Document) -> None:
+        if self.relay is not None:
+            self.relay.hand_over(self.collection, doc)
+
+    async def insert(self, doc: Document) -> None:
+        """Insert a document built with `with_events`."""
+        await self.collection.insert_one(doc)
+        self._written(doc)
+
+    async def change(
+        self,
+        doc_id: ObjectId,
+        decide: Decide,
+        *,
+        field: str = "version",
+        read: Document | None = None,
+    ) -> tuple[Document | None, bool]:
+        """`change_versioned`, publishing the events the change stored."""
+        doc, changed = await change_versioned(
+            self.collection, doc_id, decide, field=field, read=read
+        )
+        if changed and doc is not None:
+            self._written(doc)
+        return doc, changed

@@ -6,66 +6,27 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import uvicorn
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
-from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import ConfigurationError
 from starlette.types import Lifespan
 
 from ticketing_common.bus import EventBus
 from ticketing_common.errors import error_item, error_response, install_error_handlers
+from ticketing_common.listener import Listener
 from ticketing_common.logs import RequestContextMiddleware, configure_logging
-from ticketing_common.mongo import Document, Index, connect, database, ensure_indexes
-from ticketing_common.outbox import OutboxRelay
+from ticketing_common.mongo import Document, Index, connect, ensure_indexes
+from ticketing_common.outbox import OUTBOX_INDEX, OutboxRelay
+from ticketing_common.periodic import Periodic, PeriodicRunner
+from ticketing_common.runtime import Runtime
 from ticketing_common.settings import MongoSettings, NatsSettings, ServiceSettings
-
-if TYPE_CHECKING:
-    from ticketing_common.listener import Listener
 
 log = logging.getLogger("ticketing.service")
 T = TypeVar("T")
-
-
-@dataclass
-class Runtime:
-    """The connections a running service holds; routes and listeners reach them through it."""
-
-    settings: ServiceSettings
-    mongo: AsyncMongoClient[Document] | None = None
-    bus: EventBus | None = None
-    relay: OutboxRelay | None = None
-    listeners: list[Listener[Any]] = field(default_factory=list)
-    # Further readiness checks a service adds (e.g. its Redis), each answered within 2 s.
-    checks: list[Callable[[], Awaitable[bool]]] = field(default_factory=list)
-
-    @property
-    def db(self) -> AsyncDatabase[Document]:
-        assert self.mongo is not None, "this service has no database"
-        db: AsyncDatabase[Document] = database(self.mongo)
-        return db
-
-    def events_stored(self) -> None:
-        """Tell the relay that a write just stored events."""
-        if self.relay is not None:
-            self.relay.kick()
-
-    async def ready(self) -> bool:
-        if self.bus is not None and not self.bus.connected:
-            return False
-        try:
-            if self.mongo is not None:
-                await asyncio.wait_for(self.mongo.admin.command("ping"), 2)
-            for check in self.checks:
-                if not await asyncio.wait_for(check(), 2):
-                    return False
-        except Exception:
-            return False
-        return True
 
 
 async def get_runtime(request: Request) -> Runtime:
@@ -144,7 +105,7 @@ async def _until_up(what: str, attempt: Callable[[], Awaitable[T]], patience: fl
             delay = min(delay * 2, 3.0)
 
 
-ListenerFactory = Callable[[Runtime], "Listener[Any]"]
+ListenerFactory = Callable[[Runtime], Listener[Any]]
 
 
 @asynccontextmanager
@@ -155,19 +116,28 @@ async def run_service(
     indexes: Mapping[str, Sequence[Index]] | None = None,
     outbox: Sequence[str] = (),
     listeners: Sequence[ListenerFactory] = (),
+    periodic: Sequence[Periodic] = (),
 ) -> AsyncIterator[Runtime]:
     """Connect what the settings name, start relay and listeners; undo it all gracefully."""
     runtime = Runtime(settings)
+    started: list[Listener[Any]] = []
+    timers = [PeriodicRunner(p, runtime) for p in periodic]
     timeout = settings.startup_timeout_seconds
+    wanted = {name: list(specs) for name, specs in (indexes or {}).items()}
+    for name in outbox:
+        wanted.setdefault(name, []).append(OUTBOX_INDEX)
     try:
         if isinstance(settings, MongoSettings):
             runtime.mongo = connect(settings.mongo_uri)
-            await _until_up("mongodb", lambda: ensure_indexes(runtime.db, indexes or {}), timeout)
+            await _until_up("mongodb", lambda: ensure_indexes(runtime.db, wanted), timeout)
         if isinstance(settings, NatsSettings):
             runtime.bus = await _until_up(
                 "nats",
                 lambda: EventBus.connect(
-                    settings.nats_url, name=settings.service_name, stream=settings.nats_stream
+                    settings.nats_url,
+                    name=settings.service_name,
+                    stream=settings.nats_stream,
+                    limits=settings.stream_limits(),
                 ),
                 timeout,
             )
@@ -177,15 +147,19 @@ async def run_service(
                     [runtime.db[name] for name in outbox],
                     sweep_seconds=settings.outbox_sweep_seconds,
                 )
-                runtime.relay.start()
+                await runtime.relay.start()
             for make in listeners:
                 listener = make(runtime)
                 await listener.start()
-                runtime.listeners.append(listener)
+                started.append(listener)
+        for timer in timers:
+            timer.start()
         app.state.runtime = runtime
         yield runtime
     finally:
-        for listener in runtime.listeners:
+        for timer in timers:
+            await timer.stop()
+        for listener in started:
             await listener.stop()
         if runtime.relay is not None:
             await runtime.relay.stop()
@@ -201,12 +175,15 @@ def service_lifespan(
     indexes: Mapping[str, Sequence[Index]] | None = None,
     outbox: Sequence[str] = (),
     listeners: Sequence[ListenerFactory] = (),
+    periodic: Sequence[Periodic] = (),
 ) -> Lifespan[FastAPI]:
     """The lifespan a service's `main.py` hands to its app: `run_service` around the app's life."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with run_service(app, settings, indexes=indexes, outbox=outbox, listeners=listeners):
+        async with run_service(
+            app, settings, indexes=indexes, outbox=outbox, listeners=listeners, periodic=periodic
+        ):
             yield
 
     return lifespan

@@ -9,7 +9,8 @@ from arq.connections import ArqRedis
 from fastapi import FastAPI
 from starlette.types import Lifespan
 
-from ticketing_common.service import ListenerFactory, Runtime, run_service, serve_forever
+from ticketing_common.runtime import Runtime
+from ticketing_common.service import ListenerFactory, run_service, serve_forever
 from ticketing_common.settings import load_settings
 from ticketing_expiration.app import create_app
 from ticketing_expiration.events.listeners import OrderCreatedListener

@@ -106,4 +106,4 @@ async def stored_order(db: AsyncDatabase[Document], order: dict[str, Any]) -> Do
     """The order as stored, less the outbox the relay empties in the background."""
     doc = await db["orders"].find_one({"_id": ObjectId(order["id"])})
     assert doc is not None
-    return {k: v for k, v in doc.items() if k not in ("outbox", "outboxRev")}
+    return {k: v for k, v in doc.items() if k not in ("outbox", "outboxRev", "outboxAt")}

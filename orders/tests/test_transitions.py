@@ -15,12 +15,12 @@ from ticketing_orders.models import Orders, cancel_by_user, complete, expire
 async def stale(db, new_ticket):
     """An order as a request read it, before anyone else changed it."""
     ticket = await new_ticket()
-    created = await Orders(db).create(str(ObjectId()), ticket["_id"], 900)
-    return await Orders(db).get(ObjectId(created.id))
+    created = await Orders(db, None).create(str(ObjectId()), ticket["_id"], 900)
+    return await Orders(db, None).get(ObjectId(created.id))
 
 
 async def test_a_cancel_that_lost_to_a_payment_is_refused(db, stale):
-    orders = Orders(db)
+    orders = Orders(db, None)
     await orders.transition(dict(stale), complete(hold_ticket=True))
 
     with pytest.raises(BadRequestError, match="Cannot cancel a completed order"):
@@ -30,7 +30,7 @@ async def test_a_cancel_that_lost_to_a_payment_is_refused(db, stale):
 
 
 async def test_an_expiry_that_lost_a_race_applies_on_the_new_version(db, stale):
-    orders = Orders(db)
+    orders = Orders(db, None)
     await update_versioned(db["orders"], stale["_id"], 0, {"$set": {"status": "awaiting:payment"}})
 
     changed = await orders.transition(stale, expire)
@@ -42,7 +42,7 @@ async def test_an_expiry_that_lost_a_race_applies_on_the_new_version(db, stale):
 
 
 async def test_concurrent_cancel_and_expiry_cancel_once(db, stale):
-    orders = Orders(db)
+    orders = Orders(db, None)
 
     results = await asyncio.gather(
         orders.transition(dict(stale), cancel_by_user),

@@ -27,8 +27,9 @@ from ticketing_common.events import (
     TicketRef,
     TicketUpdated,
 )
-from ticketing_common.mongo import Document, Index, change_versioned, iso, object_id
-from ticketing_common.outbox import add_events, with_events
+from ticketing_common.moments import iso
+from ticketing_common.mongo import Document, Index, object_id
+from ticketing_common.outbox import Outbox, OutboxRelay, add_events, with_events
 from ticketing_common.replica import Applied, apply_next, event_object_id, insert_first
 from ticketing_common.validation import required, rule
 
@@ -145,7 +146,9 @@ def cancellation(order: Mapping[str, Any]) -> Update:
         ticket=TicketRef(id=str(order["ticketId"])),
     )
     return add_events(
-        {"$set": {"status": str(OrderStatus.CANCELLED)}, "$unset": {"activeTicketId": ""}}, event
+        order,
+        {"$set": {"status": str(OrderStatus.CANCELLED)}, "$unset": {"activeTicketId": ""}},
+        event,
     )
 
 
@@ -184,8 +187,9 @@ def complete(*, hold_ticket: bool) -> Step:
 class Orders:
     """The orders collection, read together with the ticket replica."""
 
-    def __init__(self, db: AsyncDatabase[Document]) -> None:
-        self.collection = db[ORDERS]
+    def __init__(self, db: AsyncDatabase[Document], relay: OutboxRelay | None) -> None:
+        self.outbox = Outbox(db[ORDERS], relay)
+        self.collection = self.outbox.collection
         self.tickets = db[TICKETS]
 
     async def create(self, user_id: str, ticket_id: ObjectId, window: int) -> OrderOut:
@@ -194,7 +198,7 @@ class Orders:
             raise NotFoundError()
         doc = new_order(user_id, ticket, datetime.now(UTC), window)
         try:
-            await self.collection.insert_one(doc)
+            await self.outbox.insert(doc)
         except DuplicateKeyError:
             # The only unique key a fresh order can collide on is its ticket's reservation.
             raise BadRequestError("Ticket is already reserved") from None
@@ -240,7 +244,7 @@ class Orders:
                 raise LookupError(f"order {order['_id']} vanished")
             return step(current)
 
-        doc, changed = await change_versioned(self.collection, order["_id"], decide, read=order)
+        doc, changed = await self.outbox.change(order["_id"], decide, read=order)
         return doc if changed else None
 
 

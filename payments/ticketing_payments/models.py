@@ -12,7 +12,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from ticketing_common.errors import BadRequestError, NotAuthorizedError, NotFoundError
 from ticketing_common.events import OrderCancelled, OrderCreated, OrderStatus, PaymentCreated
 from ticketing_common.mongo import Document, Index, object_id
-from ticketing_common.outbox import with_events
+from ticketing_common.outbox import Outbox, OutboxRelay, with_events
 from ticketing_common.replica import Applied, apply_next, event_object_id, insert_first
 from ticketing_common.validation import required, rule, trimmed
 
@@ -109,8 +109,9 @@ def _aware(moment: datetime) -> datetime:
 class Payments:
     """The payments collection; each payment carries its `payment:created` event (outbox)."""
 
-    def __init__(self, db: AsyncDatabase[Document]) -> None:
-        self.collection = db[PAYMENTS]
+    def __init__(self, db: AsyncDatabase[Document], relay: OutboxRelay | None) -> None:
+        self.outbox = Outbox(db[PAYMENTS], relay)
+        self.collection = self.outbox.collection
 
     # `orderId` is stored as the 24-hex string: nx-27017 finds no match for an ObjectId value
     # in any field but `_id`.
@@ -134,5 +135,5 @@ class Payments:
             "currency": CURRENCY,
             "createdAt": datetime.now(UTC),
         }
-        await self.collection.insert_one(with_events(doc, event))
+        await self.outbox.insert(with_events(doc, event))
         return str(payment_id)

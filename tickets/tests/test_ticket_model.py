@@ -6,7 +6,7 @@ from ticketing_tickets.models import Tickets, edit, release, reserve
 
 
 async def test_implements_optimistic_concurrency_control(db):
-    tickets = Tickets(db)
+    tickets = Tickets(db, None)
     created = await tickets.create("concert", 5, "123")
     # Two readers fetch the same ticket and each decide a change.
     first = await tickets.get(created["_id"])
@@ -19,7 +19,7 @@ async def test_implements_optimistic_concurrency_control(db):
 
 
 async def test_increments_the_version_number_on_multiple_saves(db):
-    tickets = Tickets(db)
+    tickets = Tickets(db, None)
     created = await tickets.create("concert", 20, "123")
     assert created["version"] == 0
     for expected in (1, 2, 3):
@@ -30,7 +30,7 @@ async def test_increments_the_version_number_on_multiple_saves(db):
 
 
 async def test_a_change_decided_on_a_stale_read_is_decided_again(db):
-    tickets = Tickets(db)
+    tickets = Tickets(db, None)
     created = await tickets.create("concert", 20, "123")
     stale = await tickets.get(created["_id"])
     # Another replica reserves and releases the ticket meanwhile.
@@ -44,7 +44,7 @@ async def test_a_change_decided_on_a_stale_read_is_decided_again(db):
 
 
 async def test_remembering_a_cancelled_order_changes_no_version(db):
-    tickets = Tickets(db)
+    tickets = Tickets(db, None)
     created = await tickets.create("concert", 20, "123")
     early = str(ObjectId())
     doc, changed = await tickets.change(created["_id"], lambda d: release(d, early))

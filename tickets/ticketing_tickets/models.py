@@ -21,8 +21,8 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from ticketing_common.errors import BadRequestError, NotAuthorizedError, NotFoundError
 from ticketing_common.events import TicketCreated, TicketUpdated
-from ticketing_common.mongo import Document, Index, change_versioned, update_versioned
-from ticketing_common.outbox import add_events, with_events
+from ticketing_common.mongo import Document, Index, update_versioned
+from ticketing_common.outbox import Outbox, OutboxRelay, add_events, with_events
 from ticketing_common.validation import Money, required, rule, trimmed
 
 COLLECTION = "tickets"
@@ -114,7 +114,9 @@ def edit(doc: Document | None, user_id: str, title: str, price: float) -> Update
         raise NotAuthorizedError()
     changes = {"title": title, "price": price}
     return add_events(
-        {"$set": changes, "$inc": {"version": 1}}, _updated_event(doc, **changes, orderId=None)
+        doc,
+        {"$set": changes, "$inc": {"version": 1}},
+        _updated_event(doc, **changes, orderId=None),
     )
 
 
@@ -122,7 +124,10 @@ def reserve(doc: Document, order_id: str) -> Update | None:
     """`order:created`: hold the ticket for the order; None when there is nothing to do."""
     if doc.get("orderId") == order_id or order_id in (doc.get("releasedOrders") or {}):
         return None  # a repeat, or an order that was cancelled before this event arrived
+    if doc.get("orderId"):
+        return None  # another order holds it: a replayed or late event never takes it over
     return add_events(
+        doc,
         {"$set": {"orderId": order_id}, "$inc": {"version": 1}},
         _updated_event(doc, orderId=order_id),
     )
@@ -133,6 +138,7 @@ def release(doc: Document, order_id: str) -> Update | None:
     released = f"releasedOrders.{order_id}"
     if doc.get("orderId") == order_id:
         return add_events(
+            doc,
             {"$unset": {"orderId": ""}, "$set": {released: True}, "$inc": {"version": 1}},
             _updated_event(doc, orderId=None),
         )
@@ -146,8 +152,9 @@ def release(doc: Document, order_id: str) -> Update | None:
 class Tickets:
     """The tickets collection."""
 
-    def __init__(self, db: AsyncDatabase[Document]) -> None:
-        self.collection = db[COLLECTION]
+    def __init__(self, db: AsyncDatabase[Document], relay: OutboxRelay | None) -> None:
+        self.outbox = Outbox(db[COLLECTION], relay)
+        self.collection = self.outbox.collection
 
     async def create(self, title: str, price: float, user_id: str) -> Document:
         doc: Document = {
@@ -161,7 +168,7 @@ class Tickets:
         event = TicketCreated(
             id=str(doc["_id"]), version=0, title=title, price=price, userId=user_id
         )
-        await self.collection.insert_one(with_events(doc, event))
+        await self.outbox.insert(with_events(doc, event))
         return doc
 
     async def get(self, ticket_id: ObjectId) -> Document | None:
@@ -186,4 +193,4 @@ class Tickets:
         self, ticket_id: ObjectId, decide: Callable[[Document | None], Update | None]
     ) -> tuple[Document | None, bool]:
         """The ticket as it now is, and whether `decide` changed it (see `change_versioned`)."""
-        return await change_versioned(self.collection, ticket_id, decide, field="rev")
+        return await self.outbox.change(ticket_id, decide, field="rev")

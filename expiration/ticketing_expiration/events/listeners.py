@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ticketing_common.events import OrderCreated
 from ticketing_common.listener import Listener
-from ticketing_common.service import Runtime
+from ticketing_common.runtime import Runtime
 from ticketing_expiration.jobs import Scheduler
 
 

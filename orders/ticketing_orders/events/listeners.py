@@ -50,10 +50,9 @@ class ExpirationCompleteListener(Listener[ExpirationComplete]):
     event_type = ExpirationComplete
 
     async def handle(self, event: ExpirationComplete) -> None:
-        orders = Orders(self.runtime.db)
+        orders = Orders(self.runtime.db, self.runtime.relay)
         order = await _order(orders, event.orderId)
-        if await orders.transition(order, expire) is not None:
-            self.runtime.events_stored()
+        await orders.transition(order, expire)
 
 
 class PaymentCreatedListener(Listener[PaymentCreated]):
@@ -62,7 +61,7 @@ class PaymentCreatedListener(Listener[PaymentCreated]):
     event_type = PaymentCreated
 
     async def handle(self, event: PaymentCreated) -> None:
-        orders = Orders(self.runtime.db)
+        orders = Orders(self.runtime.db, self.runtime.relay)
         order = await _order(orders, event.orderId)
         try:
             await orders.transition(order, complete(hold_ticket=True))

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request, Response, status
 
 from ticketing_common.mongo import require_object_id
-from ticketing_common.service import Runtime, get_db, get_runtime
+from ticketing_common.service import get_runtime
 from ticketing_common.sessions import RequiredUser
 from ticketing_common.settings import get_settings
 from ticketing_orders.models import NewOrder, OrderOut, Orders, cancel_by_user
@@ -17,11 +17,11 @@ router = APIRouter(tags=["orders"])
 
 
 async def get_orders(request: Request) -> Orders:
-    return Orders(await get_db(request))
+    runtime = await get_runtime(request)
+    return Orders(runtime.db, runtime.relay)
 
 
 OrdersDep = Annotated[Orders, Depends(get_orders)]
-RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
@@ -30,12 +30,9 @@ async def create_order(
     user: RequiredUser,
     body: NewOrder,
     orders: OrdersDep,
-    runtime: RuntimeDep,
     settings: SettingsDep,
 ) -> OrderOut:
-    order = await orders.create(user.id, body.ticket_oid, settings.expiration_window_seconds)
-    runtime.events_stored()
-    return order
+    return await orders.create(user.id, body.ticket_oid, settings.expiration_window_seconds)
 
 
 @router.get("")
@@ -51,10 +48,7 @@ async def show_order(order_id: str, user: RequiredUser, orders: OrdersDep) -> Or
 
 
 @router.delete("/{order_id}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response)
-async def cancel_order(
-    order_id: str, user: RequiredUser, orders: OrdersDep, runtime: RuntimeDep
-) -> Response:
+async def cancel_order(order_id: str, user: RequiredUser, orders: OrdersDep) -> Response:
     order = await orders.owned(require_object_id(order_id), user.id)
-    if await orders.transition(order, cancel_by_user) is not None:
-        runtime.events_stored()
+    await orders.transition(order, cancel_by_user)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -9,7 +9,8 @@ from fastapi import APIRouter, Depends, Request, status
 from pymongo.errors import DuplicateKeyError
 
 from ticketing_common.errors import BadRequestError
-from ticketing_common.service import Runtime, get_runtime
+from ticketing_common.runtime import Runtime
+from ticketing_common.service import get_runtime
 from ticketing_common.sessions import RequiredUser
 from ticketing_payments.gateway import StripeGateway
 from ticketing_payments.models import (
@@ -38,7 +39,7 @@ GatewayDep = Annotated[StripeGateway, Depends(get_gateway)]
 async def create_payment(
     body: NewPayment, user: RequiredUser, runtime: RuntimeDep, gateway: GatewayDep
 ) -> PaymentOut:
-    payments = Payments(runtime.db)
+    payments = Payments(runtime.db, runtime.relay)
     order = await OrderReplicas(runtime.db).get(body.orderId)
     paid = order is not None and await payments.exists_for(str(order["_id"]))
     order = check_payable(order, user.id, paid, datetime.now(UTC))
@@ -58,5 +59,4 @@ async def create_payment(
         if winner is None or winner["stripeId"] != charge.stripe_id:
             await gateway.refund(charge.stripe_id)
         raise BadRequestError("Order has already been paid") from None
-    runtime.events_stored()
     return PaymentOut(id=payment_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 from ticketing_common.errors import Contention
@@ -10,6 +11,8 @@ from ticketing_common.listener import Listener, Retry
 from ticketing_common.mongo import Document, object_id
 from ticketing_common.service import ListenerFactory
 from ticketing_tickets.models import Tickets, Update, release, reserve
+
+log = logging.getLogger("ticketing.tickets.listeners")
 
 
 class TicketNotFound(LookupError):
@@ -20,7 +23,7 @@ async def _apply(
     listener: Listener[OrderCreated] | Listener[OrderCancelled],
     ticket_id: str,
     decide: Callable[[Document], Update | None],
-) -> None:
+) -> Document:
     oid = object_id(ticket_id)
     if oid is None:
         raise TicketNotFound(f"Ticket not found: {ticket_id}")
@@ -31,11 +34,13 @@ async def _apply(
         return decide(doc)
 
     try:
-        _, changed = await Tickets(listener.runtime.db).change(oid, decide_found)
+        doc, _ = await Tickets(listener.runtime.db, listener.runtime.relay).change(
+            oid, decide_found
+        )
     except Contention as exc:
         raise Retry(str(exc)) from None
-    if changed:
-        listener.runtime.events_stored()
+    assert doc is not None
+    return doc
 
 
 class OrderCreatedListener(Listener[OrderCreated]):
@@ -43,14 +48,25 @@ class OrderCreatedListener(Listener[OrderCreated]):
 
     event_type = OrderCreated
 
+    def key(self, event: OrderCreated) -> str:
+        return event.ticket.id
+
     async def handle(self, event: OrderCreated) -> None:
-        await _apply(self, event.ticket.id, lambda doc: reserve(doc, event.id))
+        doc = await _apply(self, event.ticket.id, lambda doc: reserve(doc, event.id))
+        holder = doc.get("orderId")
+        if holder and holder != event.id:
+            log.warning(
+                "order %s not applied: ticket %s is held by %s", event.id, doc["_id"], holder
+            )
 
 
 class OrderCancelledListener(Listener[OrderCancelled]):
     """Free the ticket if the cancelled order is the one holding it."""
 
     event_type = OrderCancelled
+
+    def key(self, event: OrderCancelled) -> str:
+        return event.ticket.id
 
     async def handle(self, event: OrderCancelled) -> None:
         await _apply(self, event.ticket.id, lambda doc: release(doc, event.id))

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Query, Request, status
 
 from ticketing_common.errors import NotFoundError
 from ticketing_common.mongo import require_object_id
-from ticketing_common.service import Runtime, get_runtime
+from ticketing_common.service import get_runtime
 from ticketing_common.sessions import RequiredUser
 from ticketing_tickets.models import (
     Limit,
@@ -24,19 +24,16 @@ router = APIRouter(tags=["tickets"])
 
 
 async def get_tickets(request: Request) -> Tickets:
-    return Tickets((await get_runtime(request)).db)
+    runtime = await get_runtime(request)
+    return Tickets(runtime.db, runtime.relay)
 
 
 TicketsDep = Annotated[Tickets, Depends(get_tickets)]
-RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)
-async def create_ticket(
-    user: RequiredUser, body: NewTicket, tickets: TicketsDep, runtime: RuntimeDep
-) -> dict[str, Any]:
+async def create_ticket(user: RequiredUser, body: NewTicket, tickets: TicketsDep) -> dict[str, Any]:
     doc = await tickets.create(body.title, body.price, user.id)
-    runtime.events_stored()
     return to_api(doc)
 
 
@@ -63,11 +60,9 @@ async def update_ticket(
     user: RequiredUser,
     body: TicketEdit,
     tickets: TicketsDep,
-    runtime: RuntimeDep,
 ) -> dict[str, Any]:
     # 401 and 400 (validation) are the dependencies above; the rest is `edit`, in SPEC order.
     oid = require_object_id(ticket_id)
     doc, _ = await tickets.change(oid, lambda d: edit(d, user.id, body.title, body.price))
-    runtime.events_stored()
     assert doc is not None
     return to_api(doc)

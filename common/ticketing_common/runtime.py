@@ -1,0 +1,46 @@
+"""The connections a running service holds: what routes and event handlers reach."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
+
+from ticketing_common.bus import EventBus
+from ticketing_common.mongo import Document, database
+from ticketing_common.outbox import OutboxRelay
+from ticketing_common.settings import ServiceSettings
+
+
+@dataclass
+class Runtime:
+    """The connections a running service holds; routes and listeners reach them through it."""
+
+    settings: ServiceSettings
+    mongo: AsyncMongoClient[Document] | None = None
+    bus: EventBus | None = None
+    relay: OutboxRelay | None = None
+    # Further readiness checks a service adds (e.g. its Redis), each answered within 2 s.
+    checks: list[Callable[[], Awaitable[bool]]] = field(default_factory=list)
+
+    @property
+    def db(self) -> AsyncDatabase[Document]:
+        assert self.mongo is not None, "this service has no database"
+        db: AsyncDatabase[Document] = database(self.mongo)
+        return db
+
+    async def ready(self) -> bool:
+        if self.bus is not None and not self.bus.connected:
+            return False
+        try:
+            if self.mongo is not None:
+                await asyncio.wait_for(self.mongo.admin.command("ping"), 2)
+            for check in self.checks:
+                if not await asyncio.wait_for(check(), 2):
+                    return False
+        except Exception:
+            return False
+        return True
