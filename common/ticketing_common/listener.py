@@ -138,7 +138,7 @@ class Listener(ABC, Generic[E]):
                 free += 1
             try:
                 msgs = await self._sub.fetch(free, timeout=FETCH_SECONDS)
-            except NatsTimeoutError:
+            except (NatsTimeoutError, TimeoutError):  # nothing to fetch
                 msgs = []
             except Exception as exc:  # the server is away: try again shortly
                 log.warning("%s: fetch failed: %r", self.durable, exc)

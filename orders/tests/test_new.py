@@ -43,7 +43,17 @@ async def test_reserves_a_ticket(client, auth, new_ticket, db):
 
     assert response.status_code == 201
     order = response.json()
-    assert set(order) == {"id", "userId", "status", "expiresAt", "version", "ticket"}
+    assert set(order) == {
+        "id",
+        "userId",
+        "status",
+        "expiresAt",
+        "version",
+        "price",
+        "refunded",
+        "ticket",
+    }
+    assert (order["price"], order["refunded"]) == (20, False)
     assert order["userId"] == user_id
     assert order["status"] == "created"
     assert order["version"] == 0

@@ -3,7 +3,7 @@
 from bson import ObjectId
 
 from ticketing_common.deadletters import dead_letters
-from ticketing_common.events import PaymentCreated
+from ticketing_common.events import PaymentCreated, PaymentRefunded
 from ticketing_common.testing import eventually
 
 from .conftest import stored_order
@@ -57,33 +57,34 @@ async def test_a_paid_order_keeps_its_ticket_and_cannot_be_cancelled(
     assert again.json() == RESERVED
 
 
-async def test_a_payment_after_cancelling_takes_the_free_ticket_back(
-    client, publish, order, db, auth
-):
-    await client.delete(f"{URL}/{order['id']}", headers=order["headers"])
-
-    await publish(_paid(order["id"]))
-    doc = await eventually(lambda: _complete(db, order))
-
-    assert doc["activeTicketId"] == ObjectId(order["ticket"]["id"])
-    again = await client.post(URL, json={"ticketId": order["ticket"]["id"]}, headers=auth(None))
-    assert again.json() == RESERVED
-
-
-async def test_a_payment_after_the_ticket_went_to_another_order_is_still_recorded(
-    client, publish, order, db, auth
+async def test_a_payment_after_cancelling_leaves_the_order_cancelled(
+    client, publish, order, db, auth, consumed
 ):
     await client.delete(f"{URL}/{order['id']}", headers=order["headers"])
     other = await client.post(URL, json={"ticketId": order["ticket"]["id"]}, headers=auth(None))
     assert other.status_code == 201
 
-    await publish(_paid(order["id"]))
-    doc = await eventually(lambda: _complete(db, order))
+    seq = await publish(_paid(order["id"]))
+    assert await eventually(lambda: consumed("payment.created", seq))
 
-    assert "activeTicketId" not in doc
+    doc = await stored_order(db, order)
+    assert doc["status"] == "cancelled" and "activeTicketId" not in doc
     holder = await db["orders"].find_one({"_id": ObjectId(other.json()["id"])})
     assert holder["activeTicketId"] == ObjectId(order["ticket"]["id"])
     assert holder["status"] == "created"
+
+
+async def test_a_refund_is_shown_on_the_cancelled_order(client, publish, order, consumed):
+    await client.delete(f"{URL}/{order['id']}", headers=order["headers"])
+    await publish(_paid(order["id"]))
+    refund = PaymentRefunded(id=str(ObjectId()), orderId=order["id"], stripeId="pi_test")
+    await publish(refund)
+    seq = await publish(refund)  # delivered twice: one change
+
+    assert await eventually(lambda: consumed("payment.refunded", seq))
+    shown = (await client.get(f"{URL}/{order['id']}", headers=order["headers"])).json()
+    # The version is what other services follow by events: a refund, which sends none, keeps it.
+    assert (shown["status"], shown["refunded"], shown["version"]) == ("cancelled", True, 1)
 
 
 async def test_a_payment_for_an_unknown_order_ends_as_a_dead_letter(client, publish, bus):

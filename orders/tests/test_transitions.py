@@ -21,7 +21,7 @@ async def stale(db, new_ticket):
 
 async def test_a_cancel_that_lost_to_a_payment_is_refused(db, stale):
     orders = Orders(db, None)
-    await orders.transition(dict(stale), complete(hold_ticket=True))
+    await orders.transition(dict(stale), complete)
 
     with pytest.raises(BadRequestError, match="Cannot cancel a completed order"):
         await orders.transition(stale, cancel_by_user)

@@ -7,13 +7,19 @@ from fastapi import FastAPI
 from ticketing_common.service import serve_forever, service_lifespan
 from ticketing_common.settings import load_settings
 from ticketing_orders.app import create_app
-from ticketing_orders.events.listeners import LISTENERS
+from ticketing_orders.events.listeners import LISTENERS, OVERDUE_SWEEP
 from ticketing_orders.models import INDEXES, ORDERS
 from ticketing_orders.settings import Settings
 
 
 def build(settings: Settings) -> FastAPI:
-    lifespan = service_lifespan(settings, indexes=INDEXES, outbox=[ORDERS], listeners=LISTENERS)
+    lifespan = service_lifespan(
+        settings,
+        indexes=INDEXES,
+        outbox=[ORDERS],
+        listeners=LISTENERS,
+        periodic=[OVERDUE_SWEEP],
+    )
     return create_app(settings, lifespan)
 
 

@@ -42,12 +42,18 @@ INDEXES = {
         # insert with "JSON path error near '_id'".
         Index([("userId", 1), ("createdAt", -1)]),
         Index([("activeTicketId", 1)], unique=True, sparse=True),  # one live order per ticket
+        # Present while an order may still be paid: the overdue sweep reads only those.
+        Index([("openUntil", 1)], sparse=True),
     ],
     TICKETS: [],  # the replica is only ever read by _id
 }
 
 Update = dict[str, dict[str, Any]]
 Step = Callable[[Document], Update | None]
+
+
+def epoch_ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
 
 
 # --- request bodies and answers -------------------------------------------------------------
@@ -82,6 +88,9 @@ class OrderOut(BaseModel):
     status: OrderStatus
     expiresAt: str
     version: int
+    # The ticket's price when the order was placed: what the buyer is shown and charged.
+    price: float
+    refunded: bool
     ticket: TicketOut | None  # None only if the replica lost the ticket, which it never deletes
 
 
@@ -101,6 +110,8 @@ def order_out(order: Mapping[str, Any], ticket: Mapping[str, Any] | None) -> Ord
         status=OrderStatus(order["status"]),
         expiresAt=iso(order["expiresAt"]),
         version=order["version"],
+        price=order["price"],
+        refunded=bool(order.get("refunded")),
         ticket=ticket_out(ticket) if ticket is not None else None,
     )
 
@@ -125,6 +136,8 @@ def new_order(user_id: str, ticket: Mapping[str, Any], now: datetime, window: in
         "version": 0,
         "ticketId": ticket["_id"],
         "activeTicketId": ticket["_id"],
+        "price": ticket["price"],
+        "openUntil": epoch_ms(expires_at),
         "createdAt": _to_millis(now),
     }
     event = OrderCreated(
@@ -147,7 +160,10 @@ def cancellation(order: Mapping[str, Any]) -> Update:
     )
     return add_events(
         order,
-        {"$set": {"status": str(OrderStatus.CANCELLED)}, "$unset": {"activeTicketId": ""}},
+        {
+            "$set": {"status": str(OrderStatus.CANCELLED)},
+            "$unset": {"activeTicketId": "", "openUntil": ""},
+        },
         event,
     )
 
@@ -167,18 +183,17 @@ def expire(order: Mapping[str, Any]) -> Update | None:
     return None
 
 
-def complete(*, hold_ticket: bool) -> Step:
-    """`payment:created`: the order is paid (once); a paid order holds its ticket."""
+def complete(order: Mapping[str, Any]) -> Update | None:
+    """`payment:created`: a live order is paid (once). A cancelled order stays cancelled:
+    payments refunds a charge that came too late, and the ticket may already be another's."""
+    if order["status"] in (OrderStatus.CREATED, OrderStatus.AWAITING_PAYMENT):
+        return {"$set": {"status": str(OrderStatus.COMPLETE)}, "$unset": {"openUntil": ""}}
+    return None
 
-    def step(order: Document) -> Update | None:
-        if order["status"] == OrderStatus.COMPLETE:
-            return None
-        changes: dict[str, Any] = {"status": str(OrderStatus.COMPLETE)}
-        if hold_ticket:
-            changes["activeTicketId"] = order["ticketId"]
-        return {"$set": changes}
 
-    return step
+def overdue_since(now: datetime, grace_seconds: float) -> dict[str, Any]:
+    """Unpaid orders whose expiry passed more than the grace ago (an index serves it)."""
+    return {"openUntil": {"$gt": 0, "$lte": epoch_ms(now) - int(grace_seconds * 1000)}}
 
 
 # --- storage --------------------------------------------------------------------------------
@@ -221,6 +236,17 @@ class Orders:
         newest_first = [("createdAt", -1), ("_id", -1)]
         cursor = self.collection.find({"userId": user_id}).sort(newest_first)
         return await self.with_tickets([doc async for doc in cursor])
+
+    async def record_refund(self, order_id: ObjectId) -> bool:
+        """`payment:refunded`: the order keeps its status (and its version, which the other
+        services follow by its events) and says its payment was given back."""
+        done = await self.collection.update_one(
+            {"_id": order_id, "refunded": {"$exists": False}}, {"$set": {"refunded": True}}
+        )
+        return done.modified_count == 1
+
+    async def overdue(self, now: datetime, grace_seconds: float) -> list[Document]:
+        return await self.collection.find(overdue_since(now, grace_seconds)).to_list()
 
     async def with_tickets(self, orders: Iterable[Document]) -> list[OrderOut]:
         """Join the replica's current tickets in one query, not one per order."""

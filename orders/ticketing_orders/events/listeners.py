@@ -3,17 +3,27 @@
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 
-from pymongo.errors import DuplicateKeyError
-
-from ticketing_common.events import ExpirationComplete, PaymentCreated, TicketCreated, TicketUpdated
+from ticketing_common.events import (
+    ExpirationComplete,
+    OrderStatus,
+    PaymentCreated,
+    PaymentRefunded,
+    TicketCreated,
+    TicketUpdated,
+)
 from ticketing_common.listener import Listener, Retry
 from ticketing_common.mongo import Document, object_id
+from ticketing_common.periodic import Periodic
 from ticketing_common.replica import Applied
+from ticketing_common.runtime import Runtime
 from ticketing_common.service import ListenerFactory
 from ticketing_orders.models import Orders, TicketReplica, complete, expire
+from ticketing_orders.settings import Settings
 
 log = logging.getLogger("ticketing.orders.listeners")
+CANCELLED = OrderStatus.CANCELLED
 
 
 class TicketCreatedListener(Listener[TicketCreated]):
@@ -56,22 +66,50 @@ class ExpirationCompleteListener(Listener[ExpirationComplete]):
 
 
 class PaymentCreatedListener(Listener[PaymentCreated]):
-    """Mark the order paid; a repeat finds it complete and changes nothing."""
+    """Mark the order paid; a repeat finds it complete, a cancelled order stays cancelled."""
 
     event_type = PaymentCreated
 
     async def handle(self, event: PaymentCreated) -> None:
         orders = Orders(self.runtime.db, self.runtime.relay)
         order = await _order(orders, event.orderId)
-        try:
-            await orders.transition(order, complete(hold_ticket=True))
-        except DuplicateKeyError:
-            # Paid after it had been cancelled and another order took the ticket: the payment
-            # still happened, so record it, and leave the ticket to the other order.
-            log.error("order %s paid after its ticket went to another order", event.orderId)
-            await orders.transition(
-                await _order(orders, event.orderId), complete(hold_ticket=False)
-            )
+        if await orders.transition(order, complete) is None and order["status"] == CANCELLED:
+            log.warning("order %s paid after it was cancelled: payments refunds it", event.orderId)
+
+
+class PaymentRefundedListener(Listener[PaymentRefunded]):
+    """Record on the order that its payment was given back; the status stays as it is."""
+
+    event_type = PaymentRefunded
+
+    async def handle(self, event: PaymentRefunded) -> None:
+        orders = Orders(self.runtime.db, self.runtime.relay)
+        await orders.record_refund((await _order(orders, event.orderId))["_id"])
+
+
+async def cancel_overdue(runtime: Runtime) -> int:
+    """Cancel unpaid orders whose expiry passed a grace ago, as `expiration:complete` would:
+    a lost expiration job then costs seconds, not a ticket held forever."""
+    orders = Orders(runtime.db, runtime.relay)
+    cancelled = 0
+    grace = _settings(runtime).order_overdue_grace_seconds
+    for order in await orders.overdue(datetime.now(UTC), grace):
+        if await orders.transition(order, expire) is not None:
+            log.warning("order %s was overdue: cancelled by the sweep", order["_id"])
+            cancelled += 1
+    return cancelled
+
+
+def _settings(runtime: Runtime) -> Settings:
+    assert isinstance(runtime.settings, Settings)
+    return runtime.settings
+
+
+OVERDUE_SWEEP = Periodic(
+    "overdue-orders",
+    seconds=lambda runtime: _settings(runtime).overdue_sweep_seconds,
+    job=cancel_overdue,
+)
 
 
 LISTENERS: list[ListenerFactory] = [
@@ -79,4 +117,5 @@ LISTENERS: list[ListenerFactory] = [
     TicketUpdatedListener,
     ExpirationCompleteListener,
     PaymentCreatedListener,
+    PaymentRefundedListener,
 ]
