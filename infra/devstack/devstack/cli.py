@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import signal
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
+
+import nats
+from nats.js import JetStreamContext
+from nats.js.api import ConsumerInfo, StreamInfo
+from nats.js.errors import NotFoundError
 
 from devstack.stack import (
     Stack,
@@ -20,8 +27,10 @@ from devstack.stack import (
     tail,
     terminate_records,
 )
+from ticketing_common.bus import DEAD_LETTER_STREAM
 
 NAME_WIDTH = 10
+NATS_STREAM = "TICKETING"  # the services' default; `NATS_STREAM` names another
 _print_lock = threading.Lock()
 
 
@@ -45,8 +54,8 @@ def browser_url(url: str) -> str:
     return url.replace("://127.0.0.1:", "://localhost:")
 
 
-def table(rows: list[tuple[str, str, str]]) -> str:
-    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+def table(rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join(
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
         for row in rows
@@ -112,14 +121,115 @@ def status(args: argparse.Namespace) -> int:
     for part in state["parts"]:
         alive = is_alive(part["pid"], part.get("started"))
         rows.append((part["name"], str(part["pid"]), "alive" if alive else "gone", part["url"]))
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    for row in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    print(table(rows))
     if state.get("skipped"):
         print(f"skipped: {', '.join(state['skipped'])}")
+    nats_part = next((p for p in state["parts"] if p["name"] == "nats"), None)
+    if nats_part is not None:
+        stream = os.environ.get("NATS_STREAM") or NATS_STREAM
+        print("\n" + "\n".join(bus_report(nats_part["url"], stream)))
     if state.get("url"):
         print(f"\nTicketing {'is' if owner else 'was'} running at {browser_url(state['url'])}")
     return 0 if owner else 1
+
+
+def bus_report(url: str, stream: str, timeout: float = 10.0) -> list[str]:
+    """The event stream's state, its consumers' backlogs and the dead letters, read from NATS;
+    one line instead when NATS does not answer (status must work while parts are down)."""
+    errors: list[Exception] = []
+    try:
+        return asyncio.run(asyncio.wait_for(_bus_report(url, stream, errors), timeout))
+    except Exception as exc:  # whatever went wrong, one line, not a traceback
+        cause = errors[-1] if errors else exc  # "connection refused" says more than "no servers"
+        return [f"NATS at {url} is not reachable: {str(cause) or type(cause).__name__}"]
+
+
+async def _bus_report(url: str, stream: str, errors: list[Exception]) -> list[str]:
+    async def note(exc: Exception) -> None:
+        errors.append(exc)
+
+    # One attempt: a server that is down makes nats-py retry forever unless told otherwise.
+    nc = await nats.connect(
+        url,
+        name="ticketing-status",
+        allow_reconnect=False,
+        max_reconnect_attempts=1,
+        reconnect_time_wait=0.1,
+        connect_timeout=3,
+        error_cb=note,
+    )
+    try:
+        js = nc.jetstream(timeout=5)
+        lines = await _stream_lines(js, stream)
+        try:
+            dead = (await js.stream_info(DEAD_LETTER_STREAM)).state.messages
+        except NotFoundError:
+            dead = 0
+        return [*lines, f"dead letters ({DEAD_LETTER_STREAM}): {dead}"]
+    finally:
+        await nc.close()
+
+
+async def _stream_lines(js: JetStreamContext, stream: str) -> list[str]:
+    """The stream's size and limits, then each durable's backlog: what shows a stuck listener."""
+    try:
+        info = await js.stream_info(stream)
+    except NotFoundError:
+        return [f"NATS stream {stream}: not created yet (no service has connected)"]
+    rows = [["consumer", "pending", "ack pending", "redelivered"]]
+    for consumer in sorted(await _durables(js, stream), key=lambda c: c.name):
+        counts = (consumer.num_pending, consumer.num_ack_pending, consumer.num_redelivered)
+        rows.append([consumer.name, *(str(n or 0) for n in counts)])
+    consumers = table(rows) if len(rows) > 1 else "no durable consumers"
+    return [stream_summary(info), consumers]
+
+
+async def _durables(js: JetStreamContext, stream: str) -> list[ConsumerInfo]:
+    """Every durable consumer of `stream` (the server lists them 256 at a time)."""
+    found: list[ConsumerInfo] = []
+    while page := await js.consumers_info(stream, offset=len(found) or None):
+        found += page
+        if len(page) < 256:
+            break
+    return [c for c in found if c.config.durable_name]
+
+
+def stream_summary(info: StreamInfo) -> str:
+    """One line: how much the stream holds, and the limits that decide how long it keeps it."""
+    config, state = info.config, info.state
+    limits = ", ".join(
+        [
+            f"max_age {duration(config.max_age)}",
+            f"max_bytes {size(config.max_bytes)}",
+            f"duplicate window {duration(config.duplicate_window)}",
+        ]
+    )
+    return (
+        f"NATS stream {config.name}: {state.messages} messages ({size(state.bytes)}); "
+        f"limits: {limits}"
+    )
+
+
+def duration(seconds: float | None) -> str:
+    """`7d`, `1h`, `90s`; 0 or None is no limit, as NATS means it."""
+    if not seconds:
+        return "unlimited"
+    for unit, length in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= length and seconds % length == 0:
+            return f"{seconds / length:g}{unit}"
+    return f"{seconds:g}s"
+
+
+def size(count: int | None) -> str:
+    """`512 B`, `1.5 KiB`, `1 GiB`; -1 or None is no limit, as NATS means it."""
+    if count is None or count < 0:
+        return "unlimited"
+    value = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.4g} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
 
 
 def down(args: argparse.Namespace) -> int:
@@ -161,9 +271,9 @@ def main(argv: list[str] | None = None) -> int:
     start = commands.add_parser("up", help="start everything here and stream the logs")
     start.add_argument("--port", type=int, help="ingress port (default $INGRESS_PORT or 8080)")
     start.set_defaults(run=up)
-    commands.add_parser("status", help="what runs, with pids and addresses").set_defaults(
-        run=status
-    )
+    commands.add_parser(
+        "status", help="what runs, with pids and addresses, and the event stream's backlog"
+    ).set_defaults(run=status)
     stop = commands.add_parser("down", help="stop what `ticketing up` started here")
     stop.add_argument("--timeout", type=float, default=60.0)
     stop.set_defaults(run=down)

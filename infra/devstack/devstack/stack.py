@@ -51,6 +51,7 @@ ROUTES = {
     "client": "/",
 }
 DEV_STRIPE_KEY = "sk_test_dev"
+WEBHOOK_PATH = "/api/payments/webhook"
 DEFAULT_INGRESS_PORT = 8080
 # Not the standard ports, so servers already running on this machine keep theirs.
 PREFERRED_PORTS = {"nats": 14222, "redis": 16379, "mongo": 27117}
@@ -269,21 +270,35 @@ class Stack:
         mongo = self._server("mongo", start_mongo)
 
         stripe_key = self.environ.get("STRIPE_KEY") or DEV_STRIPE_KEY
+        jwt_key = self.environ.get("JWT_KEY") or self._dev_secret(
+            "jwt_key", lambda: secrets.token_urlsafe(48)
+        )
         common = {
             "PYTHONUNBUFFERED": "1",
             "HOST": "127.0.0.1",
             "NATS_URL": nats.url,
             "REDIS_URL": redis.url,
-            "JWT_KEY": self.environ.get("JWT_KEY") or self._dev_jwt_key(),
+            "JWT_KEY": jwt_key,
             "COOKIE_SECURE": "false",
             "STRIPE_KEY": stripe_key,
             "NO_PROXY": ",".join(
                 filter(None, [self.environ.get("NO_PROXY", ""), "127.0.0.1,localhost"])
             ),
         }
+        # Payments checks Stripe's webhook signatures with it; a real key needs the real secret.
+        webhook_secret = self.environ.get("STRIPE_WEBHOOK_SECRET", "")
         waiting: list[tuple[Part, str | None]] = []
         if stripe_key.startswith(DEV_STRIPE_KEY):
-            stripe = self._spawn("stripe", "stripe", "fakestripe", {"HOST": "127.0.0.1"})
+            webhook_secret = webhook_secret or self._dev_secret(
+                "stripe_webhook_secret", lambda: f"whsec_{secrets.token_hex(24)}"
+            )
+            stripe_env = {
+                "HOST": "127.0.0.1",
+                # Through the ingress, as Stripe reaches the payments service.
+                "WEBHOOK_URL": f"http://127.0.0.1:{ingress_port}{WEBHOOK_PATH}",
+                "STRIPE_WEBHOOK_SECRET": webhook_secret,
+            }
+            stripe = self._spawn("stripe", "stripe", "fakestripe", stripe_env)
             common["STRIPE_API_BASE"] = stripe.url
             waiting.append((stripe, "/healthz"))
         else:
@@ -303,6 +318,8 @@ class Stack:
             common[f"{name.upper()}_URL"] = f"http://127.0.0.1:{port}"
         for name, port in ports.items():
             own = {"MONGO_URI": f"{mongo.url}/{name}"} if name in WITH_MONGO else {}
+            if name == "payments" and webhook_secret:
+                own["STRIPE_WEBHOOK_SECRET"] = webhook_secret
             part = self._spawn(name, "service", f"ticketing_{name}", {**common, **own}, port)
             waiting.append((part, "/readyz"))
         # The ingress needs nothing running to start (its routes answer 503 until their service
@@ -339,12 +356,13 @@ class Stack:
         self._ports.add(port)
         return port
 
-    def _dev_jwt_key(self) -> str:
-        """A random key made once, so sessions survive restarts of the stack."""
-        path = self.data / "jwt_key"
-        if not path.exists():
+    def _dev_secret(self, name: str, make: Callable[[], str]) -> str:
+        """A random secret made once and kept in `.data/<name>`, so what it signs (sessions,
+        webhooks) stays valid across restarts of the stack."""
+        path = self.data / name
+        if not path.exists() or not path.read_text().strip():
             path.touch(mode=0o600)
-            path.write_text(secrets.token_urlsafe(48))
+            path.write_text(make())
         return path.read_text().strip()
 
     def _pump(self, name: str) -> tuple[int, Path, threading.Thread]:

@@ -1,8 +1,10 @@
 """`ticketing up | status | down` as real processes, in a temporary working directory."""
 
+import asyncio
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -14,10 +16,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+from nats.js.api import ConsumerConfig
 
-from devstack.cli import render
+from devstack.cli import duration, render, size
 from devstack.stack import is_alive, process_start
+from ticketing_common.bus import EventBus
 from ticketing_common.embedded import free_port, port_is_free
+from ticketing_common.testing import eventually
 
 TICKETING = [str(Path(sys.executable).with_name("ticketing"))]
 
@@ -187,3 +192,100 @@ def test_log_lines_render_compactly() -> None:
         "orders     |   line",
     ]
     assert render("nats", "[1] plain text") == "nats       | [1] plain text"
+
+
+def write_state(root: Path, nats_url: str) -> None:
+    """A run.json as `ticketing up` writes it, with this process standing in for `up` and NATS."""
+    me = {"pid": os.getpid(), "started": process_start(os.getpid())}
+    nats = {"name": "nats", "kind": "server", **me, "port": 0, "url": nats_url}
+    (root / ".data").mkdir()
+    state = {**me, "root": str(root), "url": None, "parts": [nats], "skipped": []}
+    (root / ".data" / "run.json").write_text(json.dumps(state))
+
+
+def run_status(root: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*TICKETING, "status"], cwd=root, capture_output=True, text=True, timeout=60
+    )
+
+
+def row(output: str, first: str) -> list[str]:
+    """The words of the line of `output` that starts with `first`."""
+    return next(line.split() for line in output.splitlines() if line.startswith(first))
+
+
+async def test_status_shows_the_stream_its_consumers_and_dead_letters(
+    tmp_path: Path, nats_url: str, bus: EventBus
+) -> None:
+    for n in range(5):
+        await bus.publish("ticket.created", b"{}", f"status-{n}")
+    await bus.publish("deadletter.orders", b"{}", "status-dead")
+    idle = ConsumerConfig(durable_name="tickets-idle", filter_subject="ticket.*")
+    await bus.js.add_consumer(bus.stream, idle)
+    # One unacked message at a time, so what comes after a nak is that message again.
+    one = ConsumerConfig(max_ack_pending=1)
+    busy = await bus.js.pull_subscribe(
+        "ticket.created", durable="orders-busy", stream=bus.stream, config=one
+    )
+    [first] = await busy.fetch(1, timeout=5)
+    await first.ack()
+    [second] = await busy.fetch(1, timeout=5)
+    await second.nak()
+    [again] = await busy.fetch(1, timeout=5)  # left unacked
+    assert (again.metadata.sequence.stream, again.metadata.num_delivered) == (2, 2)
+
+    async def settled() -> bool:
+        info = await bus.js.consumer_info(bus.stream, "orders-busy")
+        return (info.num_pending, info.num_ack_pending, info.num_redelivered) == (3, 1, 1)
+
+    await eventually(settled)
+    write_state(tmp_path, nats_url)
+    status = await asyncio.to_thread(run_status, tmp_path)
+    assert status.returncode == 0, status.stdout + status.stderr
+    out = status.stdout
+    summary = re.search(r"^NATS stream TICKETING: 5 messages \(.+\); limits: (.+)$", out, re.M)
+    assert summary, out
+    assert re.fullmatch(r"max_age \S+, max_bytes .+, duplicate window \S+", summary[1])
+    assert row(out, "consumer") == ["consumer", "pending", "ack", "pending", "redelivered"]
+    assert row(out, "orders-busy") == ["orders-busy", "3", "1", "1"]
+    assert row(out, "tickets-idle") == ["tickets-idle", "5", "0", "0"]
+    assert "dead letters (DEADLETTERS): 1" in out.splitlines()
+    assert status.stderr == ""
+
+
+async def test_status_before_any_service_made_the_streams(tmp_path: Path, nats_url: str) -> None:
+    write_state(tmp_path, nats_url)
+    status = await asyncio.to_thread(run_status, tmp_path)
+    assert status.returncode == 0, status.stderr
+    assert "NATS stream TICKETING: not created yet (no service has connected)" in status.stdout
+    assert "dead letters (DEADLETTERS): 0" in status.stdout
+
+
+def test_status_says_in_one_line_when_nats_does_not_answer(tmp_path: Path) -> None:
+    url = f"nats://127.0.0.1:{free_port()}"
+    write_state(tmp_path, url)
+    status = run_status(tmp_path)
+    assert status.returncode == 0, status.stderr  # its `up` (this process) is alive
+    [line] = [line for line in status.stdout.splitlines() if "NATS" in line]
+    assert line.startswith(f"NATS at {url} is not reachable: ")
+    assert status.stderr == ""
+
+
+def test_limits_read_as_nats_means_them() -> None:
+    assert [duration(s) for s in (0, None, 7 * 86400, 3600, 120, 90, 2.5)] == [
+        "unlimited",
+        "unlimited",
+        "7d",
+        "1h",
+        "2m",
+        "90s",
+        "2.5s",
+    ]
+    assert [size(n) for n in (-1, None, 0, 512, 3482, 1 << 30)] == [
+        "unlimited",
+        "unlimited",
+        "0 B",
+        "512 B",
+        "3.4 KiB",
+        "1 GiB",
+    ]

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import stripe
 
 from devstack.stack import Stack, StackError, is_alive
 from devstack.testing import start_stack
@@ -41,6 +42,16 @@ def test_children_get_the_settings_of_their_part(stack: Stack) -> None:
     assert auth["COOKIE_SECURE"] == "false"
     assert auth["STRIPE_KEY"] == "sk_test_dev"
     assert auth["STRIPE_API_BASE"] == stack.urls["stripe"]
+    assert auth.get("STRIPE_WEBHOOK_SECRET") == os.environ.get("STRIPE_WEBHOOK_SECRET")
+    # fakestripe posts its webhooks to payments through the ingress, signed with the secret
+    # the stack made once and keeps in .data, which payments checks them with
+    secret = (stack.data / "stripe_webhook_secret").read_text().strip()
+    assert secret.startswith("whsec_")
+    fake = environ_of(parts["stripe"].process.pid)
+    assert fake["WEBHOOK_URL"] == f"{stack.url}/api/payments/webhook"
+    assert fake["STRIPE_WEBHOOK_SECRET"] == secret
+    if "payments" in parts:
+        assert environ_of(parts["payments"].process.pid)["STRIPE_WEBHOOK_SECRET"] == secret
     if "client" in parts:
         client = environ_of(parts["client"].process.pid)
         assert client["AUTH_URL"] == stack.service_urls["auth"]
@@ -75,6 +86,28 @@ def test_a_real_stripe_key_uses_the_stripe_api(tmp_path: Path) -> None:
         pids = [part.process.pid for part in own.parts]
     assert not any(is_alive(pid) for pid in pids)
     assert not (tmp_path / ".data" / "run.json").exists()
+
+
+def test_fakestripe_keeps_the_webhook_secret_and_posts_to_the_ingress(tmp_path: Path) -> None:
+    (tmp_path / ".data").mkdir()
+    (tmp_path / ".data" / "stripe_webhook_secret").write_text("whsec_from_an_earlier_run\n")
+    with start_stack(tmp_path, services=[]) as own:
+        fake = own.urls["stripe"]
+        hooks = httpx.get(f"{fake}/_test/webhooks", trust_env=False).json()
+        assert hooks["url"] == f"{own.url}/api/payments/webhook"
+        assert hooks["secret"] == "whsec_from_an_earlier_run"
+        client = stripe.StripeClient("sk_test_dev", base_addresses={"api": fake})
+        client.v1.payment_intents.create(
+            params={
+                "amount": 2000,
+                "currency": "usd",
+                "payment_method": "pm_card_visa",
+                "confirm": True,
+            }
+        )
+        # No payments service here: the ingress answers its route with a 503.
+        sent = httpx.post(f"{fake}/_test/webhooks/redeliver", trust_env=False).json()["data"]
+        assert [(d["type"], d["status"]) for d in sent] == [("payment_intent.succeeded", 503)]
 
 
 def test_a_part_that_fails_to_start_is_named_with_its_log(tmp_path: Path) -> None:

@@ -19,13 +19,36 @@ Covered, form-encoded in and JSON out with Stripe's shapes, headers (`Request-Id
 - Idempotency-Key on POSTs, scoped per API key as Stripe does: the same key and parameters
   replay the first outcome (`Idempotent-Replayed: true`), declines included; different
   parameters are a 400 idempotency_error. Concurrent requests with one key run once.
-- `GET /_test/payment_intents` (test-only, no auth): `{"object": "list", "data": [...]}`,
-  every PaymentIntent created so far, oldest first, so tests can count charges.
+- Webhooks, as Stripe sends them: `payment_intent.succeeded`, `payment_intent.payment_failed`
+  (a declined confirm) and `charge.refunded` (data.object is the Charge: id, payment_intent,
+  amount, amount_refunded, refunded, the intent's metadata), each an Event object posted to
+  `WEBHOOK_URL` after the API answer with `Stripe-Signature: t=...,v1=...` (HMAC-SHA256 with
+  `STRIPE_WEBHOOK_SECRET`), retried with back-off on a non-2xx answer or a connection error,
+  `WEBHOOK_MAX_ATTEMPTS` times in all (5), waiting `WEBHOOK_RETRY_SECONDS` (1.0) then double.
+  No `WEBHOOK_URL`: events are kept, not sent.
 - `GET /healthz`: liveness for containers.
+
+Test-only routes (`/_test`, no auth), for tests to look and to arrange races:
+
+- `GET /_test/payment_intents`, `GET /_test/refunds`, `GET /_test/events[?type=...]`:
+  `{"object": "list", "data": [...]}`, oldest first, full Stripe objects.
+- `GET /_test/webhooks`: endpoint, secret, retry settings, `pending` (deliveries still under
+  way) and `deliveries` (every attempt: event, type, attempt, status, error, delivered).
+  `POST /_test/webhooks` `{"url", "secret", "max_attempts", "retry_seconds"}` changes them.
+- `POST /_test/webhooks/redeliver` (`{"id": "evt_..."}` or no body for every event): one more
+  delivery each, answered once the endpoint has answered, as Stripe delivering twice.
+- `POST /_test/webhooks/sign` `{"id", "timestamp"?, "secret"?}`: `{"payload", "signature"}`,
+  the exact body and header, for a test to post to an app it serves in-process.
+- `POST /_test/faults` (see `fakestripe.faults.Rule`): `{"match": "POST /v1/payment_intents",
+  "count": 1}` plus `"delay_seconds": 2.0`, `"fail": 500`, `"fail_after_processing": true` or
+  `"hold": true` (with `"after_processing": true`, the answer rather than the request).
+  `GET /_test/faults` shows the rules and `held` requests; `POST /_test/faults/release`
+  (`{"count": n}` for the oldest n) lets held requests go on; `DELETE /_test/faults` clears all.
 
 Run it with `python -m fakestripe` (`HOST`, default 0.0.0.0; `PORT`, default 12111).
 """
 
 from fakestripe.app import CARDS, State, create_app
+from fakestripe.webhooks import Config
 
-__all__ = ["CARDS", "State", "create_app"]
+__all__ = ["CARDS", "Config", "State", "create_app"]
