@@ -1,19 +1,25 @@
 import os
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
 from bson import ObjectId
+from fastapi import FastAPI
 
 from ticketing_common.bus import EventBus
 from ticketing_common.embedded import Server, free_port, wait_for_port
 from ticketing_common.events import OrderStatus
 from ticketing_common.testing import bearer, serve, service_settings, stream_messages
 from ticketing_payments.main import build
+from ticketing_payments.reconciler import reconcile as reconciler_pass
 from ticketing_payments.settings import Settings
+
+WEBHOOK_SECRET = "whsec_payments_tests_secret"
+STRIPE_KEY = "sk_test_payments"
 
 
 class FakeStripe:
@@ -27,11 +33,65 @@ class FakeStripe:
         data = httpx.get(f"{self.url}/_test/payment_intents").json()["data"]
         return [i for i in data if order_id is None or i["metadata"].get("orderId") == order_id]
 
+    async def _call(self, method: str, path: str, **kwargs: object) -> dict:
+        async with httpx.AsyncClient(base_url=self.url, timeout=30) as http:
+            response = await http.request(method, path, **kwargs)  # type: ignore[arg-type]
+        response.raise_for_status()
+        return response.json()
+
+    async def refunds(self, stripe_id: str) -> list[dict]:
+        data = (await self._call("GET", "/_test/refunds"))["data"]
+        return [r for r in data if r["payment_intent"] == stripe_id]
+
+    async def events(self, kind: str, stripe_id: str) -> list[dict]:
+        """The Stripe events of `kind` about one PaymentIntent, oldest first."""
+        data = (await self._call("GET", "/_test/events", params={"type": kind}))["data"]
+        return [
+            e
+            for e in data
+            if stripe_id in (e["data"]["object"]["id"], e["data"]["object"].get("payment_intent"))
+        ]
+
+    async def fault(self, **rule: object) -> None:
+        """Arrange a fault (see fakestripe.faults.Rule): `hold`, `fail`, ..."""
+        await self._call("POST", "/_test/faults", json=rule)
+
+    async def held(self) -> int:
+        """How many requests wait at a `hold` gate now."""
+        return int((await self._call("GET", "/_test/faults"))["held"])
+
+    async def release(self) -> None:
+        await self._call("POST", "/_test/faults/release", json={})
+
+    async def clear_faults(self) -> None:
+        await self._call("DELETE", "/_test/faults")
+
+    async def signed(self, event_id: str, **options: object) -> tuple[bytes, str]:
+        """An event's exact body and `Stripe-Signature`, as Stripe would post it to us."""
+        signed = await self._call("POST", "/_test/webhooks/sign", json={"id": event_id, **options})
+        return signed["payload"].encode(), signed["signature"]
+
+    async def refund(self, stripe_id: str) -> dict:
+        """A refund made at Stripe itself (its dashboard, say), not by the service."""
+        return await self._call(
+            "POST",
+            "/v1/refunds",
+            data={"payment_intent": stripe_id},
+            headers={"Authorization": f"Bearer {STRIPE_KEY}"},
+        )
+
 
 @pytest.fixture(scope="session")
 def fakestripe(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeStripe]:
     port = free_port()
-    env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(port)}
+    # No WEBHOOK_URL: events are kept at the fake, and tests post them to the app themselves.
+    env = {
+        **os.environ,
+        "HOST": "127.0.0.1",
+        "PORT": str(port),
+        "WEBHOOK_URL": "",
+        "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
+    }
     log = (tmp_path_factory.mktemp("fakestripe") / "fakestripe.log").open("wb")
     process = subprocess.Popen(
         [sys.executable, "-m", "fakestripe"],
@@ -53,22 +113,46 @@ def make_settings(mongo_uri: str, nats_url: str, stripe_url: str, **overrides: o
     values = service_settings(
         mongo_uri,
         nats_url,
-        stripe_key="sk_test_payments",
+        stripe_key=STRIPE_KEY,
         stripe_api_base=stripe_url,
-        **overrides,
+        **{
+            "stripe_webhook_secret": WEBHOOK_SECRET,
+            # The reconciler runs when a test calls it (`reconcile`), unless a test says so.
+            "reconcile_seconds": 3600,
+            "reconcile_after_seconds": 0,
+            **overrides,
+        },
     )
     return Settings(**values)  # type: ignore[arg-type]
 
 
 @pytest.fixture
-def settings(mongo_uri: str, nats_url: str, fakestripe: FakeStripe) -> Settings:
-    return make_settings(mongo_uri, nats_url, fakestripe.url)
+async def fake(fakestripe: FakeStripe) -> AsyncIterator[FakeStripe]:
+    """The fake, with no fault left over from another test, and none left for the next."""
+    await fakestripe.clear_faults()
+    yield fakestripe
+    await fakestripe.clear_faults()
 
 
 @pytest.fixture
-async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    async with serve(build(settings)) as http:
+def settings(mongo_uri: str, nats_url: str, fake: FakeStripe) -> Settings:
+    return make_settings(mongo_uri, nats_url, fake.url)
+
+
+@pytest.fixture
+def app(settings: Settings) -> FastAPI:
+    return build(settings)
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    async with serve(app) as http:
         yield http
+
+
+async def reconcile(app: FastAPI) -> Counter[str]:
+    """One pass of the running app's reconciler, as its timer would run it."""
+    return await reconciler_pass(app.state.runtime, app.state.gateway)
 
 
 def new_id() -> str:

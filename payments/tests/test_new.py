@@ -66,6 +66,10 @@ async def test_returns_a_201_with_valid_inputs(client, db, bus, fakestripe):
     assert payment["stripeId"] == intent["id"]
     assert payment["amount"] == 2015
     assert payment["currency"] == "usd"
+    assert payment["status"] == "succeeded"
+    assert payment["keptFor"] == order_id
+    assert payment["key"] == f"{order_id}:pm_card_visa"
+    assert "orderCheckDue" not in payment and "refundDue" not in payment
 
     (event,) = await eventually(lambda: bus_messages(bus, "payment.created"))
     assert event == {"id": payment_id, "orderId": order_id, "stripeId": intent["id"]}
@@ -156,13 +160,24 @@ async def test_a_declined_card_is_a_402_and_the_order_stays_payable(client, db, 
     declined = await _pay(client, order, user_id, "pm_card_chargeDeclined")
     assert declined.status_code == 402
     assert errors(declined) == [{"message": "Your card was declined."}]
-    assert await db["payments"].count_documents({}) == 0
+    (attempt,) = await db["payments"].find({}).to_list()
+    assert attempt["status"] == "failed"
+    assert attempt["failure"] == "Your card was declined."
+    assert "keptFor" not in attempt
 
+    # The same card again is the same attempt: Stripe replays its decline, charging nothing.
+    again = await _pay(client, order, user_id, "pm_card_chargeDeclined")
+    assert again.status_code == 402
+    assert len(fakestripe.intents(str(order["_id"]))) == 1
+
+    # A new card is a new attempt, and the order's one kept charge.
     paid = await _pay(client, order, user_id, "pm_card_visa")
     assert paid.status_code == 201
     intents = fakestripe.intents(str(order["_id"]))
     assert [i["status"] for i in intents] == ["requires_payment_method", "succeeded"]
-    payment = await db["payments"].find_one({})
+    assert await db["payments"].count_documents({}) == 2
+    (payment,) = await db["payments"].find({"keptFor": str(order["_id"])}).to_list()
+    assert str(payment["_id"]) == paid.json()["id"]
     assert payment["stripeId"] == intents[1]["id"]
 
 
@@ -182,7 +197,8 @@ async def test_an_amount_stripe_cannot_charge_is_a_400_with_its_message(client, 
     response = await _pay(client, order, user_id)
     assert response.status_code == 400
     assert errors(response) == [{"message": "Amount must be at least $0.50 usd"}]
-    assert await db["payments"].count_documents({}) == 0
+    (attempt,) = await db["payments"].find({}).to_list()
+    assert (attempt["status"], attempt["amount"]) == ("failed", 20)
 
 
 async def test_stripe_unreachable_is_a_503(mongo_uri, nats_url, db):
@@ -232,8 +248,8 @@ async def test_concurrent_payments_with_two_cards_keep_one_charge(client, db, fa
         _pay(client, order, user_id, "pm_card_visa"), _pay(client, order, user_id, "tok_visa")
     )
     assert sorted(r.status_code for r in responses) == [201, 400]
-    payment = await db["payments"].find_one({})
-    # Whichever way the race went, every charge but the stored one has been given back.
+    (payment,) = await db["payments"].find({"keptFor": str(order["_id"])}).to_list()
+    # Whichever way the race went, every charge but the kept one has been given back.
     for intent in fakestripe.intents(str(order["_id"])):
         kept = intent["amount_received"] - intent["amount_refunded"]
         assert kept == (intent["amount"] if intent["id"] == payment["stripeId"] else 0)

@@ -6,7 +6,7 @@ from fastapi import FastAPI
 from starlette.types import Lifespan
 
 from ticketing_common.service import service_app
-from ticketing_payments.routes import payments
+from ticketing_payments.routes import payments, webhooks
 from ticketing_payments.settings import Settings
 
 
@@ -15,6 +15,6 @@ def create_app(settings: Settings, lifespan: Lifespan[FastAPI] | None = None) ->
         settings,
         title="payments",
         api_prefix="/api/payments",
-        routers=[payments.router],
+        routers=[payments.router, webhooks.router],
         lifespan=lifespan,
     )

@@ -5,8 +5,11 @@ from __future__ import annotations
 from ticketing_common.events import OrderCancelled, OrderCreated
 from ticketing_common.listener import Listener, Retry
 from ticketing_common.replica import Applied
+from ticketing_common.runtime import Runtime
 from ticketing_common.service import ListenerFactory
-from ticketing_payments.models import OrderReplicas
+from ticketing_payments.gateway import StripeGateway
+from ticketing_payments.models import OrderReplicas, is_cancelled
+from ticketing_payments.settlement import Settlement
 
 
 class OrderCreatedListener(Listener[OrderCreated]):
@@ -19,13 +22,29 @@ class OrderCreatedListener(Listener[OrderCreated]):
 
 
 class OrderCancelledListener(Listener[OrderCancelled]):
-    """Mark the order cancelled, strictly in version order; wait (redelivery) across a gap."""
+    """Mark the order cancelled, strictly in version order (wait, by redelivery, across a gap);
+    then refund the payment the order keeps, if any. A repeat (say, after a crash between the
+    two) finds the order cancelled already and still refunds."""
 
     event_type = OrderCancelled
 
+    def __init__(self, runtime: Runtime, gateway: StripeGateway) -> None:
+        super().__init__(runtime)
+        self.gateway = gateway
+
     async def handle(self, event: OrderCancelled) -> None:
-        if await OrderReplicas(self.runtime.db).cancel(event) is Applied.GAP:
+        replicas = OrderReplicas(self.runtime.db)
+        if await replicas.cancel(event) is Applied.GAP:
             raise Retry(f"order {event.id} version {event.version - 1} has not arrived yet")
+        if not is_cancelled(await replicas.get(event.id)):
+            return
+        settlement = Settlement(self.runtime.db, self.runtime.relay, self.gateway)
+        # A refund Stripe does not take now stays due: the reconciler finishes it.
+        await settlement.refund_kept(event.id)
 
 
-LISTENERS: list[ListenerFactory] = [OrderCreatedListener, OrderCancelledListener]
+def listeners(gateway: StripeGateway) -> list[ListenerFactory]:
+    def order_cancelled(runtime: Runtime) -> OrderCancelledListener:
+        return OrderCancelledListener(runtime, gateway)
+
+    return [OrderCreatedListener, order_cancelled]

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, status
-from pymongo.errors import DuplicateKeyError
 
-from ticketing_common.errors import BadRequestError
+from ticketing_common.errors import BadRequestError, ServiceUnavailableError
 from ticketing_common.runtime import Runtime
 from ticketing_common.service import get_runtime
 from ticketing_common.sessions import RequiredUser
-from ticketing_payments.gateway import StripeGateway
+from ticketing_payments.gateway import Refused, StripeGateway, Unavailable
 from ticketing_payments.models import (
-    CURRENCY,
     NewPayment,
     OrderReplicas,
     PaymentOut,
@@ -22,8 +20,13 @@ from ticketing_payments.models import (
     amount_in_cents,
     check_payable,
 )
+from ticketing_payments.settings import Settings
+from ticketing_payments.settlement import Outcome, Settlement
 
 router = APIRouter(tags=["payments"])
+
+# Beyond the Stripe call's own timeout, what a request needs to record its outcome.
+HOLD_MARGIN_SECONDS = 5.0
 
 
 async def get_gateway(request: Request) -> StripeGateway:
@@ -39,24 +42,34 @@ GatewayDep = Annotated[StripeGateway, Depends(get_gateway)]
 async def create_payment(
     body: NewPayment, user: RequiredUser, runtime: RuntimeDep, gateway: GatewayDep
 ) -> PaymentOut:
-    payments = Payments(runtime.db, runtime.relay)
+    """Record the attempt, charge it through Stripe, keep it for the order.
+
+    A repeat of a request (same order, same card) goes on with the same attempt, so Stripe
+    charges once; the request that recorded it answers 201, a concurrent repeat 400
+    `Order has already been paid`. A charge that cannot be kept is refunded.
+    """
+    settings = runtime.settings
+    assert isinstance(settings, Settings)
+    settlement = Settlement(runtime.db, runtime.relay, gateway)
+    payments: Payments = settlement.payments
     order = await OrderReplicas(runtime.db).get(body.orderId)
-    paid = order is not None and await payments.exists_for(str(order["_id"]))
+    paid = order is not None and await payments.kept_for(str(order["_id"])) is not None
     order = check_payable(order, user.id, paid, datetime.now(UTC))
     order_id = str(order["_id"])
-    charge = await gateway.charge(
-        order_id=order_id,
-        amount=amount_in_cents(order["price"]),
-        currency=CURRENCY,
-        token=body.token,
+    hold = timedelta(seconds=settings.stripe_timeout_seconds + HOLD_MARGIN_SECONDS)
+    attempt, mine = await payments.start(
+        order_id, body.token, amount_in_cents(order["price"]), hold
     )
     try:
-        payment_id = await payments.add(order_id, charge.stripe_id, charge.amount)
-    except DuplicateKeyError:
-        # A concurrent attempt paid first. With the same card it was the same charge (same
-        # idempotency key); with another card, ours is a second charge: give it back.
-        winner = await payments.for_order(order_id)
-        if winner is None or winner["stripeId"] != charge.stripe_id:
-            await gateway.refund(charge.stripe_id)
-        raise BadRequestError("Order has already been paid") from None
-    return PaymentOut(id=payment_id)
+        outcome = await settlement.charge(attempt)
+    except Refused as refused:
+        raise refused.error from None
+    except Unavailable:
+        if mine:  # a retry of this request may take the attempt over at once
+            await payments.let_go(attempt)
+        raise ServiceUnavailableError() from None
+    if outcome is Outcome.CANCELLED:
+        raise BadRequestError("Cannot pay for an cancelled order")
+    if outcome is Outcome.DUPLICATE or not mine:
+        raise BadRequestError("Order has already been paid")
+    return PaymentOut(id=str(attempt["_id"]))
