@@ -26,6 +26,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from ticketing_common.settings import NatsSettings
+
 ROOT = Path(__file__).resolve().parents[2]
 STACK_FILE = ROOT / "docker-compose.yml"
 K8S = ROOT / "infra" / "k8s"
@@ -59,11 +61,33 @@ REQUIRED_ENV: dict[str, set[str]] = {
     "auth": {"MONGO_URI", "JWT_KEY_FILE"},
     "tickets": {"MONGO_URI", "NATS_URL", "JWT_KEY_FILE"},
     "orders": {"MONGO_URI", "NATS_URL", "JWT_KEY_FILE"},
-    "payments": {"MONGO_URI", "NATS_URL", "JWT_KEY_FILE", "STRIPE_KEY_FILE"},
+    "payments": {
+        "MONGO_URI",
+        "NATS_URL",
+        "JWT_KEY_FILE",
+        "STRIPE_KEY_FILE",
+        "STRIPE_WEBHOOK_SECRET_FILE",
+    },
     "expiration": {"NATS_URL", "REDIS_URL"},
     "client": {"JWT_KEY_FILE", "AUTH_URL", "TICKETS_URL", "ORDERS_URL", "PAYMENTS_URL"},
 }
-SECRET_VALUE_NAMES = ("JWT_KEY", "STRIPE_KEY")
+SECRET_VALUE_NAMES = ("JWT_KEY", "STRIPE_KEY", "STRIPE_WEBHOOK_SECRET")
+# Swarm: *_FILE setting -> secret, mounted at /run/secrets/<secret>.
+STACK_SECRETS = {
+    "JWT_KEY_FILE": "jwt_key",
+    "STRIPE_KEY_FILE": "stripe_key",
+    "STRIPE_WEBHOOK_SECRET_FILE": "stripe_webhook_secret",
+}
+# Kubernetes: Secret -> its one key, created by the operator in prod (README.md, "Deploying").
+K8S_SECRETS = {
+    "jwt-secret": "JWT_KEY",
+    "stripe-secret": "STRIPE_KEY",
+    "stripe-webhook-secret": "STRIPE_WEBHOOK_SECRET",
+}
+WEBHOOK_PATH = "/api/payments/webhook"
+# What a real secret looks like: Stripe keys and webhook signing secrets.
+REAL_SECRET = re.compile(r"\b(?:sk|rk)_(?:live|test)_[\w-]+|\bwhsec_[\w-]+")
+FAKE_SECRET = "dev-only-not-secret"
 # Settings that name another service by host.
 ADDRESS_VARS = (
     "MONGO_URI",
@@ -212,7 +236,7 @@ def test_stack_services_get_their_settings_and_secrets_as_files(name: str) -> No
         assert secret not in env, f"{name} carries {secret} in plain environment"
     secrets = stack_services()[name].get("secrets", [])
     mounted = {s["source"] if isinstance(s, dict) else s for s in secrets}
-    for var, secret in (("JWT_KEY_FILE", "jwt_key"), ("STRIPE_KEY_FILE", "stripe_key")):
+    for var, secret in STACK_SECRETS.items():
         if var in env:
             assert env[var] == f"/run/secrets/{secret}"
             assert secret in mounted
@@ -229,8 +253,9 @@ def test_stack_services_get_their_settings_and_secrets_as_files(name: str) -> No
 
 def test_stack_declares_external_secrets_volumes_network_and_ingress_config() -> None:
     doc = stack()
-    assert doc["secrets"]["jwt_key"]["external"] is True
-    assert doc["secrets"]["stripe_key"]["external"] is True
+    assert set(doc["secrets"]) == set(STACK_SECRETS.values())
+    for secret in STACK_SECRETS.values():
+        assert doc["secrets"][secret]["external"] is True, "secrets never live in the stack file"
     assert all(n.get("driver") == "overlay" for n in doc["networks"].values())
     for name in DATASTORES:
         mounts = stack_services()[name]["volumes"]
@@ -249,6 +274,46 @@ def test_stack_declares_external_secrets_volumes_network_and_ingress_config() ->
     assert (STACK_FILE.parent / source).resolve() == NGINX_CONF.resolve()
     published = {n for n, s in stack_services().items() if s.get("ports")}
     assert published == {"ingress"}, "only the ingress is reachable from outside"
+
+
+def test_stack_fakestripe_signs_webhooks_with_the_secret_payments_verifies() -> None:
+    payments = stack_services()["payments"]
+    fakestripe = stack_services()["fakestripe"]
+    secret = STACK_SECRETS["STRIPE_WEBHOOK_SECRET_FILE"]
+    for service in (payments, fakestripe):
+        assert secret in {s["source"] if isinstance(s, dict) else s for s in service["secrets"]}
+    # fakestripe reads STRIPE_WEBHOOK_SECRET from its environment only: the command loads the
+    # mounted file into it, then execs the server (PID 1 keeps getting the stop signal).
+    command = " ".join(fakestripe["command"])
+    assert f'STRIPE_WEBHOOK_SECRET="$(cat /run/secrets/{secret})"' in command
+    assert "export STRIPE_WEBHOOK_SECRET" in command
+    assert command.endswith("exec python -m fakestripe")
+    assert "STRIPE_WEBHOOK_SECRET" not in stack_env("fakestripe"), "no secret in plain env"
+    # The webhooks reach payments on the overlay network, through the ingress as from Stripe.
+    url = re.match(r"^http://([\w-]+)(?::(\d+))?(/\S*)$", stack_env("fakestripe")["WEBHOOK_URL"])
+    assert url, stack_env("fakestripe")["WEBHOOK_URL"]
+    host, port, path = url.group(1), url.group(2) or "80", url.group(3)
+    assert path == WEBHOOK_PATH
+    assert host in {"ingress", "payments"}
+    if host == "ingress":
+        assert f"listen {port};" in NGINX_CONF.read_text()
+        routes = nginx_locations()
+        assert routes[max((p for p in routes if path.startswith(p)), key=len)] == "payments:3000"
+    else:
+        assert port == "3000"
+
+
+def test_no_secret_value_is_committed_in_the_deployment_files() -> None:
+    """Real keys and signing secrets come from the operator; only dev's fakes are in git."""
+    files = [STACK_FILE, NGINX_CONF, *sorted(p for p in K8S.rglob("*") if p.is_file())]
+    found = [
+        f"{path.relative_to(ROOT)}: {match.group(0)}"
+        for path in files
+        for match in REAL_SECRET.finditer(path.read_text())
+        if FAKE_SECRET not in match.group(0)
+    ]
+    assert found == []
+    assert REAL_SECRET.search("STRIPE_WEBHOOK_SECRET=whsec_5f2a"), "the pattern is live"
 
 
 def nginx_locations() -> dict[str, str]:
@@ -271,6 +336,8 @@ def test_nginx_routes_as_the_spec() -> None:
     for path, service in API_ROUTES.items():
         assert routes[path] == f"{service}:3000"
     assert routes["/"] == "client:3000"
+    webhook = max((p for p in routes if WEBHOOK_PATH.startswith(p)), key=len)
+    assert routes[webhook] == "payments:3000", "Stripe's webhooks go to payments"
     assert routes["/healthz"] == "return 404"
     assert routes["/readyz"] == "return 404"
     text = NGINX_CONF.read_text()
@@ -406,10 +473,19 @@ def test_k8s_services_get_their_settings(overlay: str, name: str) -> None:
             assert host and host.group(1) in services, (var, value(var))
     if "MONGO_URI" in env:
         assert value("MONGO_URI") == f"mongodb://{name}-mongo:27017/{name}"
-    mounts = {m["mountPath"] for m in container["volumeMounts"]}
-    for var in ("JWT_KEY_FILE", "STRIPE_KEY_FILE"):
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    volumes = {
+        v["name"]: v
+        for v in objects(overlay, "Deployment")[name]["spec"]["template"]["spec"]["volumes"]
+    }
+    for var in STACK_SECRETS:
         if var in env:
-            assert str(Path(value(var)).parent) in mounts, var
+            path = Path(value(var))
+            assert str(path.parent) in mounts, var
+            secret = volumes[mounts[str(path.parent)]]["secret"]
+            items = {i["path"]: i["key"] for i in secret["items"]}
+            assert items.get(path.name) == var.removesuffix("_FILE"), (var, items)
+            assert K8S_SECRETS[secret_base(overlay, secret["secretName"])] == items[path.name]
     if "COOKIE_SECURE" in env:
         assert value("COOKIE_SECURE") == ("false" if overlay == "dev" else "true")
 
@@ -471,21 +547,58 @@ def test_prod_ingress_terminates_tls_with_cert_manager() -> None:
     assert tls["secretName"]
 
 
+def secret_base(overlay: str, name: str) -> str:
+    """The Secret's name without the hash suffix that secretGenerator adds in dev."""
+    return name.rsplit("-", 1)[0] if overlay == "dev" and name not in K8S_SECRETS else name
+
+
+def stream_bytes(overlay: str, var: str) -> int:
+    """The largest value any service of the overlay gives a stream limit (else the default)."""
+    config = next(iter(objects(overlay, "ConfigMap").values()))["data"]
+    values = [int(NatsSettings.model_fields[var.lower()].default)]
+    for name in SERVICES:
+        (container,) = containers(objects(overlay, "Deployment")[name])
+        if entry := env_of(container).get(var):
+            ref = entry.get("valueFrom", {}).get("configMapKeyRef")
+            values.append(int(config[ref["key"]] if ref else entry["value"]))
+    return max(values)
+
+
+@pytest.mark.parametrize("overlay", ["dev", "prod"])
+def test_nats_volume_holds_the_streams_jetstream_reserves(overlay: str) -> None:
+    """With no max_file_store, JetStream allows 75% of the volume's free space as it starts,
+    and reserves each stream's max bytes as it creates it ("insufficient storage resources
+    available" otherwise): both streams must fit, with room for the filesystem's overhead."""
+    nats = objects(overlay, "StatefulSet")["nats"]
+    (claim,) = nats["spec"]["volumeClaimTemplates"]
+    size = claim["spec"]["resources"]["requests"]["storage"]
+    number, unit = re.fullmatch(r"(\d+)([KMGT]i)?", size).groups()  # type: ignore[union-attr]
+    volume = int(number) * 1024 ** ("_KMGT".index(unit[0]) if unit else 0)
+    reserved = stream_bytes(overlay, "NATS_STREAM_MAX_BYTES")
+    reserved += stream_bytes(overlay, "NATS_DEAD_LETTER_MAX_BYTES")
+    assert volume * 0.9 * 0.75 >= reserved, f"{size} is too small for {reserved} bytes of streams"
+    (container,) = containers(nats)
+    # A config file could set max_file_store instead: then check that value, not the volume.
+    assert "-c" not in container["args"] and "--config" not in container["args"]
+
+
 def test_prod_carries_no_secret_and_no_test_double() -> None:
     assert objects("prod", "Secret") == {}
     assert "fakestripe" not in objects("prod", "Deployment")
     (payments,) = containers(objects("prod", "Deployment")["payments"])
     assert "STRIPE_API_BASE" not in env_of(payments), "prod pays through Stripe itself"
     text = "\n".join(yaml.safe_dump(d) for d in render("prod"))
-    assert not re.search(r"sk_(live|test)_|dev-only", text)
+    assert not REAL_SECRET.search(text) and FAKE_SECRET not in text
 
 
 def test_dev_secrets_are_obviously_fake_and_fakestripe_is_wired() -> None:
     secrets = objects("dev", "Secret")
-    assert {n.rsplit("-", 1)[0] for n in secrets} == {"jwt-secret", "stripe-secret"}
+    assert {secret_base("dev", n): set(s["data"]) for n, s in secrets.items()} == {
+        name: {key} for name, key in K8S_SECRETS.items()
+    }
     for secret in secrets.values():
         for value in secret["data"].values():
-            assert "dev-only-not-secret" in base64.b64decode(value).decode()
+            assert FAKE_SECRET in base64.b64decode(value).decode()
     (payments,) = containers(objects("dev", "Deployment")["payments"])
     base = env_of(payments)["STRIPE_API_BASE"]["value"]
     host, port = re.match(r"http://([\w-]+):(\d+)$", base).groups()  # type: ignore[union-attr]
@@ -495,12 +608,47 @@ def test_dev_secrets_are_obviously_fake_and_fakestripe_is_wired() -> None:
         assert image.endswith(":dev"), image
 
 
+def test_dev_fakestripe_signs_webhooks_with_the_secret_payments_verifies() -> None:
+    deployments = objects("dev", "Deployment")
+    (fakestripe,) = containers(deployments["fakestripe"])
+    env = env_of(fakestripe)
+    url = re.match(r"^http://([\w-]+):(\d+)(/\S*)$", env["WEBHOOK_URL"]["value"])
+    assert url, env["WEBHOOK_URL"]
+    host, port, path = url.groups()
+    assert (host, path) == ("payments", WEBHOOK_PATH)
+    assert int(port) in {p["port"] for p in objects("dev", "Service")["payments"]["spec"]["ports"]}
+    ref = env["STRIPE_WEBHOOK_SECRET"]["valueFrom"]["secretKeyRef"]
+    volumes = deployments["payments"]["spec"]["template"]["spec"]["volumes"]
+    verifying = {
+        (v["secret"]["secretName"], i["key"])
+        for v in volumes
+        if "secret" in v
+        for i in v["secret"]["items"]
+        if i["key"] == "STRIPE_WEBHOOK_SECRET"
+    }
+    assert verifying == {(ref["name"], ref["key"])}, "one secret signs and verifies"
+    # The base lets only ingress-nginx and the client reach the services: dev lets fakestripe in.
+    allowed = [
+        rule
+        for policy in objects("dev", "NetworkPolicy").values()
+        if policy["spec"]["podSelector"].get("matchLabels", {}).get("app.kubernetes.io/name")
+        == "payments"
+        for rule in policy["spec"]["ingress"]
+        if {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "fakestripe"}}}
+        in rule["from"]
+    ]
+    assert allowed and any(
+        p["port"] in (3000, "http") for rule in allowed for p in rule["ports"]
+    ), "fakestripe may reach payments on 3000"
+    assert "NetworkPolicy" not in {d["kind"] for d in render("prod") if "fakestripe" in str(d)}
+
+
 @pytest.mark.parametrize("overlay", ["dev", "prod"])
 def test_every_referenced_secret_and_config_map_exists_or_is_documented(overlay: str) -> None:
     """Refs resolve inside the overlay, except the secrets an operator creates by hand."""
     rendered_secrets = set(objects(overlay, "Secret"))
     config_maps = set(objects(overlay, "ConfigMap"))
-    external = {"jwt-secret", "stripe-secret"} if overlay == "prod" else set()
+    external = set(K8S_SECRETS) if overlay == "prod" else set()
     docs = DEPLOY_MD.read_text()
     for name, spec in pod_specs(overlay):
         for volume in spec.get("volumes", []):
@@ -511,7 +659,9 @@ def test_every_referenced_secret_and_config_map_exists_or_is_documented(overlay:
             for var in container.get("env", []):
                 if ref := var.get("valueFrom", {}).get("configMapKeyRef"):
                     assert ref["name"] in config_maps, (name, ref)
-    for secret, key in (("jwt-secret", "JWT_KEY"), ("stripe-secret", "STRIPE_KEY")):
+                if ref := var.get("valueFrom", {}).get("secretKeyRef"):
+                    assert ref["name"] in rendered_secrets | external, (name, ref)
+    for secret, key in K8S_SECRETS.items():
         assert re.search(rf"kubectl .*create secret generic {secret} .*--from-\w+={key}", docs)
     if overlay == "prod":
         (tls,) = ingress_routes("prod")[0]["spec"]["tls"]
@@ -681,6 +831,7 @@ def test_deploy_guide_covers_the_operator_steps() -> None:
         "docker node update --label-add ticketing.data=true",
         "docker secret create jwt_key",
         "docker secret create stripe_key",
+        "docker secret create stripe_webhook_secret",
         "docker stack deploy -c docker-compose.yml ticketing",
         "docker stack services ticketing",
         "docker service ps",
