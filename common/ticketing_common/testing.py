@@ -11,6 +11,8 @@ import json
 import os
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -210,3 +212,31 @@ async def consumer_caught_up(bus: EventBus, durable: str, seq: int) -> bool:
         return False
     floor = info.ack_floor
     return floor is not None and floor.stream_seq >= seq and not info.num_ack_pending
+
+
+def spawn_service(module: str, port: int, **env: str) -> subprocess.Popen[bytes]:
+    """A service as its own process (`python -m <module>`), for tests that SIGKILL it."""
+    environment = {
+        **os.environ,
+        "JWT_KEY": TEST_JWT_KEY,
+        "HOST": "127.0.0.1",
+        "PORT": str(port),
+        "OUTBOX_SWEEP_SECONDS": "0.2",
+        "LISTENER_ACK_WAIT_SECONDS": "1",
+        **env,
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", module],
+        env=environment,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+async def answers_ready(url: str) -> bool:
+    """Whether the service at `url` says it is ready."""
+    async with httpx.AsyncClient() as http:
+        try:
+            return (await http.get(f"{url}/readyz")).status_code == 200
+        except httpx.TransportError:
+            return False

@@ -1,9 +1,7 @@
 """Crash safety: an order stored with its event, and then the process died before publishing."""
 
-import os
 import signal
 import subprocess
-import sys
 from datetime import UTC, datetime
 
 import httpx
@@ -11,7 +9,7 @@ from bson import ObjectId
 
 from ticketing_common.bus import EventBus
 from ticketing_common.embedded import free_port, start_nats
-from ticketing_common.testing import TEST_JWT_KEY, eventually, stream_messages
+from ticketing_common.testing import answers_ready, eventually, spawn_service, stream_messages
 from ticketing_orders.models import new_order
 
 
@@ -43,29 +41,7 @@ async def test_an_event_left_in_the_outbox_is_published_once_at_start(
 
 
 def _spawn_orders(mongo_uri: str, nats_url: str, port: int) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "MONGO_URI": mongo_uri,
-        "NATS_URL": nats_url,
-        "JWT_KEY": TEST_JWT_KEY,
-        "HOST": "127.0.0.1",
-        "PORT": str(port),
-        "OUTBOX_SWEEP_SECONDS": "0.2",
-    }
-    return subprocess.Popen(
-        [sys.executable, "-m", "ticketing_orders"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-
-
-async def _ready(url: str) -> bool:
-    async with httpx.AsyncClient() as http:
-        try:
-            return (await http.get(f"{url}/readyz")).status_code == 200
-        except httpx.TransportError:
-            return False
+    return spawn_service("ticketing_orders", port, MONGO_URI=mongo_uri, NATS_URL=nats_url)
 
 
 async def test_an_order_survives_a_kill_between_its_write_and_its_publish(
@@ -78,7 +54,7 @@ async def test_an_order_survives_a_kill_between_its_write_and_its_publish(
     broker = start_nats(tmp_path / "nats", nats_port)
     service = _spawn_orders(mongo_uri, own_nats, http_port)
     try:
-        await eventually(lambda: _ready(url), within=30)
+        await eventually(lambda: answers_ready(url), within=30)
         ticket = await new_ticket()
         broker.stop()  # from here on, nothing the service stores can be published
         async with httpx.AsyncClient(base_url=url) as http:
@@ -95,7 +71,7 @@ async def test_an_order_survives_a_kill_between_its_write_and_its_publish(
         broker = start_nats(tmp_path / "nats", nats_port)
         for _ in range(2):  # restarted, then killed and restarted again
             service = _spawn_orders(mongo_uri, own_nats, http_port)
-            await eventually(lambda: _ready(url), within=30)
+            await eventually(lambda: answers_ready(url), within=30)
 
             async def sent() -> bool:
                 doc = await db["orders"].find_one({"_id": order_id})
