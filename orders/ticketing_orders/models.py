@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 from bson import ObjectId
 from pydantic import AfterValidator, BaseModel
+from pymongo import ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
@@ -183,12 +184,14 @@ def expire(order: Mapping[str, Any]) -> Update | None:
     return None
 
 
+LIVE = (OrderStatus.CREATED, OrderStatus.AWAITING_PAYMENT)
+COMPLETION: Update = {"$set": {"status": str(OrderStatus.COMPLETE)}, "$unset": {"openUntil": ""}}
+
+
 def complete(order: Mapping[str, Any]) -> Update | None:
     """`payment:created`: a live order is paid (once). A cancelled order stays cancelled:
     payments refunds a charge that came too late, and the ticket may already be another's."""
-    if order["status"] in (OrderStatus.CREATED, OrderStatus.AWAITING_PAYMENT):
-        return {"$set": {"status": str(OrderStatus.COMPLETE)}, "$unset": {"openUntil": ""}}
-    return None
+    return COMPLETION if order["status"] in LIVE else None
 
 
 def overdue_since(now: datetime, grace_seconds: float) -> dict[str, Any]:
@@ -236,6 +239,16 @@ class Orders:
         newest_first = [("createdAt", -1), ("_id", -1)]
         cursor = self.collection.find({"userId": user_id}).sort(newest_first)
         return await self.with_tickets([doc async for doc in cursor])
+
+    async def complete(self, order_id: ObjectId) -> Document | None:
+        """`complete` as one conditional write, with no read first (it sends no event):
+        the paid order, or None when it was not live (or is unknown)."""
+        doc: Document | None = await self.collection.find_one_and_update(
+            {"_id": order_id, "status": {"$in": [str(s) for s in LIVE]}},
+            {**COMPLETION, "$inc": {"version": 1}},
+            return_document=ReturnDocument.AFTER,
+        )
+        return doc
 
     async def record_refund(self, order_id: ObjectId) -> bool:
         """`payment:refunded`: the order keeps its status (and its version, which the other

@@ -16,10 +16,10 @@ from ticketing_common.events import (
 from ticketing_common.listener import Listener, Retry
 from ticketing_common.mongo import Document, object_id
 from ticketing_common.periodic import Periodic
-from ticketing_common.replica import Applied
+from ticketing_common.replica import Applied, event_object_id
 from ticketing_common.runtime import Runtime
 from ticketing_common.service import ListenerFactory
-from ticketing_orders.models import Orders, TicketReplica, complete, expire
+from ticketing_orders.models import Orders, TicketReplica, expire
 from ticketing_orders.settings import Settings
 
 log = logging.getLogger("ticketing.orders.listeners")
@@ -72,8 +72,9 @@ class PaymentCreatedListener(Listener[PaymentCreated]):
 
     async def handle(self, event: PaymentCreated) -> None:
         orders = Orders(self.runtime.db, self.runtime.relay)
-        order = await _order(orders, event.orderId)
-        if await orders.transition(order, complete) is None and order["status"] == CANCELLED:
+        if await orders.complete(event_object_id(event.orderId)) is not None:
+            return
+        if (await _order(orders, event.orderId))["status"] == CANCELLED:
             log.warning("order %s paid after it was cancelled: payments refunds it", event.orderId)
 
 
