@@ -125,6 +125,9 @@ async def _load(stack_url: str, nats_url: str, seconds: float) -> dict[str, Any]
                 body = {"ticketId": ticket}
                 async with http.post(f"{stack_url}/api/orders", json=body, headers=prober) as r:
                     order = await r.json()
+                    if r.status != 201:
+                        probes[f"order {r.status}"] += 1
+                        continue
                 await asyncio.sleep(1.0)  # the buyer reads the page, types the card
                 pay = {"orderId": order["id"], "token": "pm_card_visa"}
                 async with http.post(f"{stack_url}/api/payments", json=pay, headers=prober) as r:

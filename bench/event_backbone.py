@@ -223,6 +223,8 @@ async def _purchase_commands(
             order = (
                 await orders.post("/api/orders", json={"ticketId": ticket_id}, headers=buyer)
             ).json()
+            await _on_bus(bus, "order.created", "id", order["id"])
+            await _on_bus(bus, "ticket.updated", "orderId", order["id"])
             await _settled(bus)
             paid = await payments.post(
                 "/api/payments",
@@ -230,6 +232,7 @@ async def _purchase_commands(
                 headers=buyer,
             )
             assert paid.status_code == 201, paid.text
+            await _on_bus(bus, "payment.created", "orderId", order["id"])
             await _settled(bus)
         elapsed = time.perf_counter() - started
         commands.counting = False
@@ -241,18 +244,32 @@ async def _purchase_commands(
     }
 
 
-async def _settled(bus: Any) -> None:
-    """Wait until every durable consumer has acked everything on the stream so far; the
-    stream's last sequence is read again after, so events caused meanwhile are waited for."""
+async def _last(bus: Any, subject: str) -> Any:
+    try:
+        return await bus.js.get_last_msg(bus.stream, subject)
+    except Exception:  # none yet
+        return None
+
+
+async def _on_bus(bus: Any, subject: str, field: str, value: str) -> None:
+    """Wait until the last `subject` message on the stream has `field` = `value`."""
     while True:
-        last = (await bus.js.stream_info(bus.stream)).state.last_seq
-        consumers = await bus.js.consumers_info(bus.stream)
-        behind = [
-            c
-            for c in consumers
-            if c.num_ack_pending or c.num_pending or (c.delivered.stream_seq < last)
-        ]
-        if not behind and (await bus.js.stream_info(bus.stream)).state.last_seq == last:
+        message = await _last(bus, subject)
+        if message is not None and json.loads(message.data).get(field) == value:
+            return
+        await asyncio.sleep(0.005)
+
+
+async def _settled(bus: Any) -> None:
+    """Wait until every durable consumer has acked the last message of its subject."""
+    while True:
+        behind = 0
+        for consumer in await bus.js.consumers_info(bus.stream):
+            last = await _last(bus, consumer.config.filter_subject)
+            floor = consumer.ack_floor.stream_seq if consumer.ack_floor else 0
+            if consumer.num_ack_pending or (last is not None and floor < last.seq):
+                behind += 1
+        if not behind:
             return
         await asyncio.sleep(0.005)
 
