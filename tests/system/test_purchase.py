@@ -4,8 +4,10 @@ import asyncio
 
 import httpx
 import pytest
+from redis.asyncio import Redis
 
-from ticketing_common.testing import eventually
+from ticketing_common.bus import EventBus
+from ticketing_common.testing import eventually, stream_messages
 
 from .conftest import listed, user_factory
 
@@ -97,11 +99,19 @@ async def _replicated_to_payments(user, order_id):
     await eventually(known)
 
 
+# Orders expire after 3 s; one whose expiry job is lost is cancelled 1 s after that at most.
+SHORT_ENV = {
+    "EXPIRATION_WINDOW_SECONDS": "3",
+    "ORDER_OVERDUE_GRACE_SECONDS": "1",
+    "OVERDUE_SWEEP_SECONDS": "0.5",
+}
+
+
 @pytest.fixture(scope="module")
 def short_stack(tmp_path_factory):
     from devstack.testing import start_stack
 
-    with start_stack(tmp_path_factory.mktemp("short"), {"EXPIRATION_WINDOW_SECONDS": "3"}) as s:
+    with start_stack(tmp_path_factory.mktemp("short"), SHORT_ENV) as s:
         yield s
 
 
@@ -141,6 +151,38 @@ async def test_a_paid_order_is_never_cancelled_by_expiration(short_users):
     await asyncio.sleep(4)  # past expiresAt: expiration:complete has fired by now
     assert await _status(buyer, order["id"]) == "complete"
     assert not await listed(seller, ticket["id"])
+
+
+async def test_an_order_whose_expiry_job_was_lost_is_cancelled_by_the_sweep(
+    short_stack, short_users
+):
+    seller, buyer = await short_users(), await short_users()
+    redis = Redis.from_url(short_stack.urls["redis"])
+    bus = await EventBus.connect(short_stack.urls["nats"], name="system-test", stream="TICKETING")
+    try:
+        for _ in range(5):
+            ticket = await seller.sell()
+            order = await buyer.order_when_orderable(ticket["id"])
+            job = f"arq:job:{order['id']}"
+            assert await eventually(lambda j=job: redis.exists(j))  # expiration scheduled it
+            # Redis loses the job: removed from the queue before the worker took it.
+            if await redis.zrem("arq:queue", order["id"]):
+                await redis.delete(job)
+                break
+        else:
+            pytest.fail("the worker took every job before it could be removed")
+
+        assert await eventually(lambda: _is(_status(buyer, order["id"]), "cancelled"), within=30)
+        assert await eventually(lambda: listed(seller, ticket["id"]))
+        fired = [
+            m
+            for m in await stream_messages(bus, "expiration.complete")
+            if m["data"]["orderId"] == order["id"]
+        ]
+        assert fired == []  # the sweep cancelled it, not the lost job
+    finally:
+        await bus.close()
+        await redis.aclose()
 
 
 async def _is(awaitable, expected):
