@@ -244,3 +244,75 @@ def test_pages_work_without_javascript(stack: Any, chromium: Browser) -> None:
     finally:
         for context in contexts:
             context.close()
+
+
+def wait_until(check: Callable[[], Any], within: float = 20.0) -> Any:
+    """Poll `check` until it holds: for what the page does not show (the fake Stripe, a store)."""
+    deadline = time.monotonic() + within
+    while not (result := check()):
+        assert time.monotonic() < deadline, "the condition never held"
+        time.sleep(0.05)
+    return result
+
+
+def test_an_order_cancelled_while_paying_is_refunded(
+    stack: Any, new_visitor: Callable[[str], Page]
+) -> None:
+    """The buyer pays; while Stripe's call is held at the fake Stripe server, another tab
+    cancels the order; then Stripe charges. The charge is refunded and the pages say so."""
+    import httpx
+    from bson import ObjectId
+    from pymongo import MongoClient
+
+    seller = new_visitor(stack.url)
+    sign_up(seller)
+    title = unique("Refund Gala")
+    sell(seller, title, "15")
+    buyer = new_visitor(stack.url)
+    sign_up(buyer)
+    purchase(buyer, title)
+    order_url = buyer.url
+    order_id = order_url.rsplit("/", 1)[1]
+
+    with (
+        httpx.Client(base_url=stack.urls["stripe"], timeout=10) as fake,
+        MongoClient(stack.urls["mongo"]) as mongo,
+    ):
+        replicas = mongo["payments"]["orders"]
+        try:
+            wait_until(lambda: replicas.find_one({"_id": ObjectId(order_id)}))  # payments knows it
+            rule = {"hold": True, "match": "POST /v1/payment_intents", "count": 1}
+            assert fake.post("/_test/faults", json=rule).status_code == 200
+            buyer.get_by_label("Visa (succeeds)").check()
+            buyer.get_by_role("button", name="Pay $15.00").click(no_wait_after=True)
+            wait_until(lambda: fake.get("/_test/faults").json()["held"] == 1)
+
+            # Another tab of the same buyer cancels the order meanwhile.
+            (session,) = [c["value"] for c in buyer.context.cookies() if c["name"] == "session"]
+            with httpx.Client(base_url=stack.url, cookies={"session": session}) as tab:
+                assert tab.delete(f"/api/orders/{order_id}").status_code == 204
+            cancelled = {"_id": ObjectId(order_id), "status": "cancelled"}
+            wait_until(lambda: replicas.find_one(cancelled))  # payments has heard of it
+            assert fake.post("/_test/faults/release", json={}).json()["released"] == 1
+        finally:
+            fake.delete("/_test/faults")
+
+        # The payment is refused for the cancelled order: the order page, which says so.
+        expect(buyer.get_by_text("This order is cancelled")).to_be_visible()
+        expect(buyer).to_have_url(order_url)
+        shot(buyer, "order-cancelled-while-paying")
+        intents = fake.get("/_test/payment_intents").json()["data"]
+        (intent,) = [i for i in intents if i["metadata"].get("orderId") == order_id]
+        assert intent["amount_refunded"] == intent["amount_received"] == 1500
+
+    buyer.goto(order_url)  # a GET: reloading the answer to the form would post it again
+    reload_until(buyer, lambda p: p.get_by_text("Your payment was refunded.").count() > 0)
+    expect(buyer.get_by_text("Status: cancelled")).to_be_visible()
+    expect(buyer.get_by_role("button", name=re.compile(r"^Pay "))).to_have_count(0)
+    shot(buyer, "order-refunded")
+
+    buyer.get_by_role("link", name="My Orders", exact=True).click()
+    row = buyer.get_by_role("row", name=re.compile(re.escape(title)))
+    expect(row.locator(".status-cancelled")).to_have_text("cancelled")
+    expect(row.locator(".status-refunded")).to_have_text("refunded")
+    shot(buyer, "orders-refunded")

@@ -197,3 +197,30 @@ async def test_the_ticket_can_be_reserved_again_after_a_cancellation(
     shown = (await client.get(f"{TICKETS}/{ticket['id']}")).json()
     assert shown["orderId"] == second.id
     assert shown["version"] == 3
+
+
+async def test_a_new_order_waits_for_the_cancellation_of_the_order_holding_the_ticket(
+    client, publish, acked, bus, new_ticket, order_created, order_cancelled, db
+):
+    """The next buyer's `order:created` can arrive before the previous buyer's
+    `order:cancelled` (they come through different consumers): it must not be dropped, or the
+    late cancellation would free the ticket of a live order."""
+    ticket, first = await reserved(client, publish, acked, new_ticket, order_created)
+    second = order_created(ticket)
+    seq = await publish(second)
+
+    async def refused_once():
+        info = await bus.js.consumer_info(bus.stream, "tickets-order-created")
+        return info.num_redelivered >= 1
+
+    await eventually(refused_once)  # tried, and left for later: the ticket is still held
+    assert (await ticket_state(db, ticket))["orderId"] == first.id
+    await publish(order_cancelled(ticket, first.id))
+
+    async def held_by_second():
+        doc = await ticket_state(db, ticket)
+        return doc if doc.get("orderId") == second.id else None
+
+    doc = await eventually(held_by_second)
+    assert doc["version"] == 3  # reserved, released, reserved again
+    assert await eventually(lambda: acked("order.created", seq))

@@ -52,12 +52,17 @@ class OrderCreatedListener(Listener[OrderCreated]):
         return event.ticket.id
 
     async def handle(self, event: OrderCreated) -> None:
-        doc = await _apply(self, event.ticket.id, lambda doc: reserve(doc, event.id))
-        holder = doc.get("orderId")
-        if holder and holder != event.id:
-            log.warning(
-                "order %s not applied: ticket %s is held by %s", event.id, doc["_id"], holder
-            )
+        def decide(doc: Document) -> Update | None:
+            holder = doc.get("orderId")
+            if holder and holder != event.id and event.id not in doc.get("releasedOrders", {}):
+                # Orders lets one live order hold a ticket, so the holder's cancellation is on
+                # its way (another consumer): wait for it rather than drop this order.
+                raise Retry(f"ticket {event.ticket.id} is held by {holder}: wait for its release")
+            return reserve(doc, event.id)
+
+        doc = await _apply(self, event.ticket.id, decide)
+        if doc.get("orderId") != event.id:
+            log.warning("order %s was cancelled before its reservation: not applied", event.id)
 
 
 class OrderCancelledListener(Listener[OrderCancelled]):
