@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -28,17 +27,15 @@ from pymongo.asynchronous.collection import AsyncCollection
 
 from ticketing_common.bus import EventBus
 from ticketing_common.events import Event
+from ticketing_common.moments import now_ms
 from ticketing_common.mongo import Decide, Document, Index, change_versioned
+from ticketing_common.periodic import Every
 
 log = logging.getLogger("ticketing.outbox")
 
 # Every collection with an outbox carries this index: the sweep reads only pending documents.
 OUTBOX_INDEX = Index([("outboxAt", 1)], sparse=True)
 PROJECTION = {"outbox": 1, "outboxRev": 1}
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def _entries(events: Sequence[Event], rev: int) -> dict[str, Document]:
@@ -50,7 +47,7 @@ def _entries(events: Sequence[Event], rev: int) -> dict[str, Document]:
 
 def with_events(doc: Mapping[str, Any], *events: Event) -> Document:
     """A new document that carries its first events."""
-    return {**doc, "outbox": _entries(events, 0), "outboxRev": len(events), "outboxAt": _now_ms()}
+    return {**doc, "outbox": _entries(events, 0), "outboxRev": len(events), "outboxAt": now_ms()}
 
 
 def add_events(
@@ -62,7 +59,7 @@ def add_events(
     for event_id, entry in _entries(events, doc.get("outboxRev", 0)).items():
         changes.setdefault("$set", {})[f"outbox.{event_id}"] = entry
     changes.setdefault("$inc", {})["outboxRev"] = len(events)
-    changes.setdefault("$min", {})["outboxAt"] = _now_ms()
+    changes.setdefault("$min", {})["outboxAt"] = now_ms()
     return changes
 
 
@@ -94,8 +91,7 @@ class OutboxRelay:
         self.grace_seconds = sweep_seconds if grace_seconds is None else grace_seconds
         self._slots = asyncio.Semaphore(concurrency)
         self._handed: set[asyncio.Task[int]] = set()
-        self._stopping = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._timer = Every("outbox-sweep", sweep_seconds, self.sweep)
 
     def hand_over(self, collection: AsyncCollection[Document], doc: Document) -> None:
         """Publish the events of a document just written, without holding up the writer."""
@@ -140,7 +136,7 @@ class OutboxRelay:
     async def sweep(self, older_than: float | None = None) -> int:
         """Publish every event pending longer than `older_than` seconds (default: the grace)."""
         age = self.grace_seconds if older_than is None else older_than
-        cutoff = _now_ms() - int(age * 1000)
+        cutoff = now_ms() - int(age * 1000)
         sent = 0
         for collection in self.collections:
             query = {"outboxAt": {"$gt": 0, "$lte": cutoff}}
@@ -154,36 +150,18 @@ class OutboxRelay:
         while self._handed:
             await asyncio.wait(set(self._handed))
 
-    async def run(self) -> None:
-        # Stopped by an event, never by cancellation: on 3.11 both wait_for and asyncio.timeout
-        # can swallow a cancel that lands as their own timeout fires, and the loop runs on.
-        stopping = asyncio.ensure_future(self._stopping.wait())
-        try:
-            while not self._stopping.is_set():
-                await asyncio.wait({stopping}, timeout=self.sweep_seconds)
-                if self._stopping.is_set():
-                    break
-                try:
-                    await self.sweep()
-                except Exception as exc:  # keep relaying through an outage
-                    log.warning("outbox sweep failed: %r", exc)
-        finally:
-            stopping.cancel()
-
     async def start(self) -> None:
         """Publish what an earlier process left, then sweep on a timer."""
-        self._stopping.clear()
         try:
             await self.sweep(older_than=0)
         except Exception as exc:
             log.warning("first outbox sweep failed: %r", exc)
-        self._task = asyncio.create_task(self.run(), name="outbox-relay")
+        self._timer.start()
 
     async def stop(self, grace_seconds: float = 10.0) -> None:
         """Finish what is in flight and sweep once more, so events stored just before
         shutdown still go out; work stuck longer than the grace is cancelled."""
-        task, self._task = self._task, None
-        self._stopping.set()
+        task = self._timer.stopping()
         pending = {*self._handed, *([task] if task else [])}
         if pending:
             await asyncio.wait(pending, timeout=grace_seconds)

@@ -21,7 +21,7 @@ from ticketing_common.listener import Listener
 from ticketing_common.logs import RequestContextMiddleware, configure_logging
 from ticketing_common.mongo import Document, Index, connect, ensure_indexes
 from ticketing_common.outbox import OUTBOX_INDEX, OutboxRelay
-from ticketing_common.periodic import Periodic, PeriodicRunner
+from ticketing_common.periodic import Periodic
 from ticketing_common.runtime import Runtime
 from ticketing_common.settings import MongoSettings, NatsSettings, ServiceSettings
 
@@ -121,7 +121,7 @@ async def run_service(
     """Connect what the settings name, start relay and listeners; undo it all gracefully."""
     runtime = Runtime(settings)
     started: list[Listener[Any]] = []
-    timers = [PeriodicRunner(p, runtime) for p in periodic]
+    timers = [p.timer(runtime) for p in periodic]
     timeout = settings.startup_timeout_seconds
     wanted = {name: list(specs) for name, specs in (indexes or {}).items()}
     for name in outbox:

@@ -28,7 +28,7 @@ from ticketing_common.events import (
     TicketRef,
     TicketUpdated,
 )
-from ticketing_common.moments import iso
+from ticketing_common.moments import epoch_ms, iso
 from ticketing_common.mongo import Document, Index, object_id
 from ticketing_common.outbox import Outbox, OutboxRelay, add_events, with_events
 from ticketing_common.replica import Applied, apply_next, event_object_id, insert_first
@@ -51,10 +51,6 @@ INDEXES = {
 
 Update = dict[str, dict[str, Any]]
 Step = Callable[[Document], Update | None]
-
-
-def epoch_ms(moment: datetime) -> int:
-    return int(moment.timestamp() * 1000)
 
 
 # --- request bodies and answers -------------------------------------------------------------
