@@ -1,7 +1,8 @@
 """The outbox relay against real MongoDB-compatible storage and NATS JetStream.
 
 Relays here publish through a gated bus: every publish waits until the test lets it through,
-so the test, not the scheduler, decides how relays and writers interleave.
+so the test, not the scheduler, decides how relays and writers interleave. A relay removes what
+it published only when it flushes, so the tests flush where the relay's timer would.
 """
 
 import asyncio
@@ -10,12 +11,14 @@ import random
 
 import pytest
 from bson import ObjectId
+from pymongo import AsyncMongoClient, monitoring
+from pymongo.errors import AutoReconnect
 
 from ticketing_common.bus import EventBus
 from ticketing_common.events import TicketCreated, TicketUpdated
 from ticketing_common.mongo import connect, database
 from ticketing_common.outbox import Outbox, OutboxRelay, add_events, with_events
-from ticketing_common.testing import stream_messages
+from ticketing_common.testing import eventually, stream_messages
 
 
 def _created(oid):
@@ -42,6 +45,63 @@ class GatedBus:
     def open_one(self, rng=None):
         gate = self.waiting.pop(rng.randrange(len(self.waiting)) if rng else 0)
         gate.set_result(None)
+
+
+class CountingBus:
+    """The real bus, recording the message id of every publish (JetStream hides repeats)."""
+
+    def __init__(self, bus):
+        self.bus = bus
+        self.sent: list[str] = []
+
+    async def publish(self, subject, data, msg_id, **kwargs):
+        self.sent.append(msg_id)
+        return await self.bus.publish(subject, data, msg_id, **kwargs)
+
+
+class FlakyWrites:
+    """A collection whose next `failures` bulk writes fail as if the database were down."""
+
+    def __init__(self, collection, failures):
+        self.collection = collection
+        self.failures = failures
+        self.bulk_writes = 0
+
+    async def bulk_write(self, *args, **kwargs):
+        self.bulk_writes += 1
+        if self.failures:
+            self.failures -= 1
+            raise AutoReconnect("the database is down")
+        return await self.collection.bulk_write(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.collection, name)
+
+
+class Updates(monitoring.CommandListener):
+    """Every `update` command a client sends: how many statements it held, per collection."""
+
+    def __init__(self):
+        self.sent: list[tuple[str, int]] = []
+
+    def started(self, event):
+        if event.command_name == "update":
+            self.sent.append((event.command["update"], len(event.command["updates"])))
+
+    def succeeded(self, event):
+        pass
+
+    def failed(self, event):
+        pass
+
+
+async def queued(relay, removals):
+    """Wait until `relay` holds `removals` published documents waiting for their flush."""
+
+    async def check():
+        return relay.pending_removals == removals
+
+    await eventually(check)
 
 
 async def settle(tasks, buses):
@@ -80,7 +140,9 @@ async def test_an_event_stored_before_a_crash_is_published_exactly_once(parts):
     # The process wrote the change and its event, then died before publishing.
     await widgets.insert_one(with_events({"_id": oid}, _created(oid)))
 
-    assert await OutboxRelay(bus, [widgets]).sweep(older_than=0) == 1
+    first = OutboxRelay(bus, [widgets])
+    assert await first.sweep(older_than=0) == 1
+    assert await first.flush() == 1
     # A second relay (a restart, or another replica) finds nothing left to send.
     assert await OutboxRelay(bus, [widgets]).sweep(older_than=0) == 0
 
@@ -130,13 +192,17 @@ async def test_a_stale_relay_never_removes_an_event_it_did_not_publish(parts):
     slow = asyncio.create_task(a.publish_doc(widgets, stale))
     await settle([slow], [gated])  # A holds its read, its publish not yet sent
     assert await b.sweep(older_than=0) == 1
+    assert await b.flush() == 1
     await _write(outbox, oid, 1)  # e2
     gated.open_one()
     await slow
+    assert await a.flush() == 1
 
     pending = await widgets.find_one({"_id": oid})
     assert [e["data"]["version"] for e in pending["outbox"].values()] == [1]
     assert await b.sweep(older_than=0) == 1
+    assert await b.flush() == 1
+    assert "outbox" not in await widgets.find_one({"_id": oid})
     messages = await stream_messages(bus)
     assert [(m["subject"], m["data"]["version"]) for m in messages] == [
         ("ticket.created", 0),
@@ -161,6 +227,9 @@ async def test_an_event_added_while_publishing_is_kept_and_sent_after(parts):
     await _write(outbox, oid, 3)  # lands between the relay's read and its clean-up
     gated.open_one()
     assert await task == 3
+    assert await relay.flush() == 1
+    pending = await widgets.find_one({"_id": oid})
+    assert [e["data"]["version"] for e in pending["outbox"].values()] == [3]
     assert await OutboxRelay(bus, [widgets]).sweep(older_than=0) == 1
 
     versions = [m["data"]["version"] for m in await stream_messages(bus)]
@@ -196,6 +265,7 @@ async def test_three_relays_and_writers_in_random_interleavings_lose_nothing(par
                 tasks.append(asyncio.create_task(relay.publish_doc(widgets, read)))
         elif action < 0.7:  # a sweep: every pending document, each as its own task
             relay = rng.choice(relays)
+            await relay.flush()  # as a sweep tick does, before it looks
             async for read in widgets.find({"outboxAt": {"$gt": 0}}):
                 tasks.append(asyncio.create_task(relay.publish_doc(widgets, read)))
         else:
@@ -203,12 +273,18 @@ async def test_three_relays_and_writers_in_random_interleavings_lose_nothing(par
             if ready:
                 rng.choice(ready).open_one(rng)
         await settle(tasks, buses)
+        if rng.random() < 0.2:  # a relay writes what it queued, however stale its reads
+            await rng.choice(relays).flush()
 
     while any(b.waiting for b in buses):
         rng.choice([b for b in buses if b.waiting]).open_one(rng)
         await settle(tasks, buses)
     await asyncio.gather(*tasks)
-    await OutboxRelay(bus, [widgets]).sweep(older_than=0)
+    for relay in rng.sample(relays, len(relays)):
+        await relay.flush()
+    last = OutboxRelay(bus, [widgets])
+    await last.sweep(older_than=0)
+    await last.flush()
 
     assert await widgets.count_documents({"outboxAt": {"$gt": 0}}) == 0
     messages = await stream_messages(bus)
@@ -230,3 +306,122 @@ async def test_a_writer_publishes_its_events_without_waiting_for_a_sweep(parts):
         assert "outbox" not in await widgets.find_one({"_id": oid})
     finally:
         await relay.stop()
+
+
+async def test_one_flush_removes_what_many_documents_published_in_one_command(mongo_uri, nats_url):
+    updates = Updates()
+    mongo = AsyncMongoClient(mongo_uri, event_listeners=[updates])
+    bus = await EventBus.connect(nats_url, name="outbox-test", stream="TICKETING")
+    try:
+        widgets = database(mongo)["widgets"]
+        relay = OutboxRelay(bus, [widgets], sweep_seconds=3600)
+        outbox = Outbox(widgets, relay)
+        docs = [with_events({"_id": oid}, _created(oid)) for oid in (ObjectId() for _ in range(50))]
+        for doc in docs:
+            await outbox.insert(doc)
+        await queued(relay, len(docs))
+        assert updates.sent == []  # publishing wrote nothing
+        assert await widgets.count_documents({"outboxAt": {"$gt": 0}}) == len(docs)
+
+        assert await relay.flush() == len(docs)
+
+        assert updates.sent == [("widgets", 2 * len(docs))]
+        assert await widgets.count_documents({"outboxAt": {"$gt": 0}}) == 0
+        assert await widgets.count_documents({"outbox": {"$exists": True}}) == 0
+        assert relay.pending_removals == 0
+        assert await relay.flush() == 0 and len(updates.sent) == 1  # nothing left, no command
+        messages = await stream_messages(bus)
+        assert sorted(m["msgId"] for m in messages) == sorted(e for d in docs for e in d["outbox"])
+    finally:
+        await bus.close()
+        await mongo.close()
+
+
+async def test_a_document_written_again_before_the_flush_publishes_only_its_new_event(parts):
+    widgets, bus = parts
+    counting = CountingBus(bus)
+    relay = OutboxRelay(counting, [widgets], sweep_seconds=3600)
+    outbox = Outbox(widgets, relay)
+    oid = ObjectId()
+    first = with_events({"_id": oid, "version": 0}, _created(oid))
+    await outbox.insert(first)
+    await queued(relay, 1)
+    await _write(outbox, oid, 1)  # handed over with both events in its outbox
+    await queued(relay, 2)
+
+    stored = await widgets.find_one({"_id": oid})
+    assert len(stored["outbox"]) == 2  # the first event is still there, queued for removal
+    (second,) = set(stored["outbox"]) - set(first["outbox"])
+    assert counting.sent == [*first["outbox"], second]  # the first event went out once
+
+    await relay.drain()
+    assert relay.pending_removals == 0
+    stored = await widgets.find_one({"_id": oid})
+    assert "outbox" not in stored and "outboxAt" not in stored
+    assert counting.sent == [*first["outbox"], second]
+    versions = [m["data"]["version"] for m in await stream_messages(bus)]
+    assert versions == [0, 1]
+
+
+async def test_removals_that_cannot_be_written_wait_for_the_next_flush(parts):
+    widgets, bus = parts
+    flaky = FlakyWrites(widgets, failures=2)
+    counting = CountingBus(bus)
+    relay = OutboxRelay(counting, [flaky], sweep_seconds=3600)
+    oid = ObjectId()
+    doc = with_events({"_id": oid}, _created(oid))
+    await Outbox(flaky, relay).insert(doc)
+    await queued(relay, 1)
+
+    assert await relay.flush() == 0  # the database is down
+    assert flaky.bulk_writes == 1 and relay.pending_removals == 1
+    assert (await widgets.find_one({"_id": oid}))["outbox"].keys() == doc["outbox"].keys()
+    # A sweep while it is still down finds the document but does not publish it again.
+    assert await relay.sweep(older_than=0) == 0
+    assert flaky.bulk_writes == 2 and relay.pending_removals == 2
+    assert counting.sent == list(doc["outbox"])
+
+    assert await relay.flush() == 2  # back up: what was kept is written
+    assert relay.pending_removals == 0
+    stored = await widgets.find_one({"_id": oid})
+    assert "outbox" not in stored and "outboxAt" not in stored
+    assert counting.sent == list(doc["outbox"])
+    assert [m["msgId"] for m in await stream_messages(bus)] == list(doc["outbox"])
+
+
+async def test_removals_are_written_at_once_when_many_wait(parts):
+    widgets, bus = parts
+    relay = OutboxRelay(bus, [widgets], sweep_seconds=3600, flush_at=3)
+    outbox = Outbox(widgets, relay)
+    oids = [ObjectId() for _ in range(3)]
+    for oid in oids[:2]:
+        await outbox.insert(with_events({"_id": oid}, _created(oid)))
+    await queued(relay, 2)
+    assert await widgets.count_documents({"outbox": {"$exists": True}}) == 2
+
+    await outbox.insert(with_events({"_id": oids[2]}, _created(oids[2])))
+
+    async def all_removed():
+        return await widgets.count_documents({"outbox": {"$exists": True}}) == 0
+
+    await eventually(all_removed)
+    assert relay.pending_removals == 0
+
+
+async def test_a_stopped_relay_leaves_nothing_it_published_in_the_documents(parts):
+    widgets, bus = parts
+    relay = OutboxRelay(bus, [widgets], sweep_seconds=3600)
+    await relay.start()
+    handed, left = ObjectId(), ObjectId()
+    await Outbox(widgets, relay).insert(with_events({"_id": handed}, _created(handed)))
+    await queued(relay, 1)
+    # Left by a writer that died: only the final sweep on the way out publishes it.
+    await widgets.insert_one(with_events({"_id": left}, _created(left)))
+
+    await relay.stop()
+
+    assert relay.pending_removals == 0
+    assert await widgets.count_documents({"outbox": {"$exists": True}}) == 0
+    assert sorted(m["data"]["id"] for m in await stream_messages(bus)) == sorted(
+        [str(handed), str(left)]
+    )

@@ -10,7 +10,8 @@ The writer publishes the events it just stored (`Outbox`); a periodic sweep publ
 crashed writer left. Either publishes with `Nats-Msg-Id` = event id, so JetStream drops
 repeats, and then removes what it published: the whole outbox if `outboxRev` is still what it
 read, else only its own events by key. So no relay, however slow or stale, removes an event it
-did not publish.
+did not publish. Removals are batched: queued as events are published, they are written at the
+next sweep tick (or once many are waiting), one ordered bulk write per collection.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from bson import ObjectId
+from pymongo import UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 
 from ticketing_common.bus import EventBus
@@ -72,8 +74,47 @@ def _in_order(doc: Document) -> list[tuple[str, Document]]:
     return sorted((doc.get("outbox") or {}).items(), key=lambda kv: kv[1]["seq"])
 
 
+class _Removals:
+    """One collection's published events waiting to be removed from their documents."""
+
+    def __init__(self, collection: AsyncCollection[Document]) -> None:
+        self.collection = collection
+        # (document id, the `outboxRev` read, the ids of the events published from that read)
+        self.waiting: list[tuple[Any, int | None, list[str]]] = []
+        # Every event id published and not yet removed, by document: never published again.
+        self.published: dict[Any, set[str]] = {}
+
+    def add(self, doc_id: Any, rev: int | None, event_ids: list[str]) -> None:
+        self.waiting.append((doc_id, rev, event_ids))
+        if event_ids:
+            self.published.setdefault(doc_id, set()).update(event_ids)
+
+    def removed(self, done: list[tuple[Any, int | None, list[str]]]) -> None:
+        for doc_id, _, event_ids in done:
+            held = self.published.get(doc_id)
+            if held is not None:
+                held.difference_update(event_ids)
+                if not held:
+                    del self.published[doc_id]
+
+
+def _removal(doc_id: Any, rev: int | None, event_ids: list[str]) -> list[UpdateOne]:
+    """The whole outbox if `outboxRev` is still `rev` (everything it held then was published
+    here), else only the events published here: the second cannot match when the first did,
+    since removing leaves `outboxRev` as it is."""
+    ops = [UpdateOne({"_id": doc_id, "outboxRev": rev}, {"$unset": {"outbox": "", "outboxAt": ""}})]
+    if event_ids:
+        mine = {f"outbox.{event_id}": "" for event_id in event_ids}
+        ops.append(UpdateOne({"_id": doc_id, "outboxRev": {"$ne": rev}}, {"$unset": mine}))
+    return ops
+
+
 class OutboxRelay:
-    """Publishes pending events: those a writer hands over at once, and a periodic sweep."""
+    """Publishes pending events: those a writer hands over at once, and a periodic sweep.
+
+    What it published is removed from the documents by `flush`, at each sweep tick, in
+    `drain` and `stop`, and as soon as `flush_at` documents wait.
+    """
 
     def __init__(
         self,
@@ -83,15 +124,24 @@ class OutboxRelay:
         sweep_seconds: float = 1.0,
         grace_seconds: float | None = None,
         concurrency: int = 128,
+        flush_at: int = 1000,
     ) -> None:
         self.bus = bus
         self.collections = list(collections)
         self.sweep_seconds = sweep_seconds
         # A pending event younger than this is its writer's to publish; the sweep leaves it.
         self.grace_seconds = sweep_seconds if grace_seconds is None else grace_seconds
+        self.flush_at = flush_at
         self._slots = asyncio.Semaphore(concurrency)
         self._handed: set[asyncio.Task[int]] = set()
+        self._removals: dict[AsyncCollection[Document], _Removals] = {}
+        self._flushing = asyncio.Lock()
         self._timer = Every("outbox-sweep", sweep_seconds, self.sweep)
+
+    @property
+    def pending_removals(self) -> int:
+        """How many published documents wait for their events to be removed."""
+        return sum(len(r.waiting) for r in self._removals.values())
 
     def hand_over(self, collection: AsyncCollection[Document], doc: Document) -> None:
         """Publish the events of a document just written, without holding up the writer."""
@@ -108,33 +158,55 @@ class OutboxRelay:
             return 0
 
     async def publish_doc(self, collection: AsyncCollection[Document], doc: Document) -> int:
-        """Publish `doc`'s events in order, each after the previous one's ack; then remove them."""
-        entries = _in_order(doc)
+        """Publish `doc`'s events in order, each after the previous one's ack, except those this
+        relay already published and has not yet removed; then queue their removal."""
+        # Collections compare by database and name: every handle of one shares its queue.
+        removals = self._removals.setdefault(collection, _Removals(collection))
         async with self._slots:
+            published = removals.published.get(doc["_id"], ())
+            entries = [(i, entry) for i, entry in _in_order(doc) if i not in published]
             for event_id, entry in entries:
                 data = json.dumps(entry["data"], separators=(",", ":")).encode()
                 await self.bus.publish(entry["subject"], data, event_id)
-            await self._remove(collection, doc["_id"], doc.get("outboxRev"), entries)
+            removals.add(doc["_id"], doc.get("outboxRev"), [i for i, _ in entries])
+        if self.pending_removals >= self.flush_at and not self._flushing.locked():
+            await self.flush()
         return len(entries)
 
-    @staticmethod
-    async def _remove(
-        collection: AsyncCollection[Document],
-        doc_id: ObjectId,
-        rev: int | None,
-        entries: list[tuple[str, Document]],
-    ) -> None:
-        everything = {"outbox": "", "outboxAt": ""}
-        done = await collection.update_one(
-            {"_id": doc_id, "outboxRev": rev}, {"$unset": everything}
-        )
-        if done.matched_count == 0 and entries:
-            # Events were added since the read: remove only those published here.
-            mine = {f"outbox.{event_id}": "" for event_id, _ in entries}
-            await collection.update_one({"_id": doc_id}, {"$unset": mine})
+    async def flush(self) -> int:
+        """Remove the events published so far from their documents: one ordered bulk write per
+        collection. What cannot be written now stays queued for the next flush (until then
+        the sweep may find it, and this relay does not publish it again). Returns how many
+        published documents were cleaned up."""
+        written = 0
+        async with self._flushing:
+            for removals in list(self._removals.values()):
+                batch, removals.waiting = removals.waiting, []
+                if not batch:
+                    continue
+                ops = [op for doc_id, rev, ids in batch for op in _removal(doc_id, rev, ids)]
+                done = False
+                try:
+                    await removals.collection.bulk_write(ops, ordered=True)
+                    done = True
+                except Exception as exc:  # kept for the next flush; an event is never lost
+                    name = getattr(removals.collection, "name", "?")
+                    log.warning(
+                        "removing %d published outboxes of %s failed: %r", len(batch), name, exc
+                    )
+                finally:
+                    if done:
+                        removals.removed(batch)
+                        written += len(batch)
+                    else:
+                        removals.waiting[:0] = batch
+        return written
 
     async def sweep(self, older_than: float | None = None) -> int:
-        """Publish every event pending longer than `older_than` seconds (default: the grace)."""
+        """Publish every event pending longer than `older_than` seconds (default: the grace).
+
+        Removals queued so far are written first, so what was published is not found again."""
+        await self.flush()
         age = self.grace_seconds if older_than is None else older_than
         cutoff = now_ms() - int(age * 1000)
         sent = 0
@@ -146,9 +218,11 @@ class OutboxRelay:
         return sent
 
     async def drain(self) -> None:
-        """Wait for the events handed over so far to be published (or given up to the sweep)."""
+        """Wait for the events handed over so far to be published (or given up to the sweep),
+        then remove what was published."""
         while self._handed:
             await asyncio.wait(set(self._handed))
+        await self.flush()
 
     async def start(self) -> None:
         """Publish what an earlier process left, then sweep on a timer."""
@@ -160,7 +234,8 @@ class OutboxRelay:
 
     async def stop(self, grace_seconds: float = 10.0) -> None:
         """Finish what is in flight and sweep once more, so events stored just before
-        shutdown still go out; work stuck longer than the grace is cancelled."""
+        shutdown still go out, then remove what was published; work stuck longer than the
+        grace is cancelled."""
         task = self._timer.stopping()
         pending = {*self._handed, *([task] if task else [])}
         if pending:
@@ -173,6 +248,7 @@ class OutboxRelay:
             await self.sweep(older_than=0)
         except Exception as exc:
             log.warning("final outbox sweep failed: %r", exc)
+        await self.flush()
 
 
 class Outbox:

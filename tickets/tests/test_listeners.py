@@ -17,9 +17,14 @@ async def ticket_state(db, ticket):
 
 
 async def nothing_new_stored(db, ticket, version):
-    """No change and no pending event: any event would have been stored with the change."""
+    """No change and no new event: any event would have been stored with the change, with a
+    version past `version` (an earlier one may wait in the outbox for its batched removal)."""
     doc = await ticket_state(db, ticket)
-    pending = [e for e in (doc.get("outbox") or {}).values() if e["subject"] == "ticket.updated"]
+    pending = [
+        e
+        for e in (doc.get("outbox") or {}).values()
+        if e["subject"] == "ticket.updated" and e["data"]["version"] > version
+    ]
     return doc["version"] == version and not pending
 
 
