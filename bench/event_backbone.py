@@ -8,7 +8,8 @@ packages; both run the same measurement code on the same embedded servers, one a
 - sweep: one relay pass with nothing pending, over 1k, 10k and 100k documents in a collection.
 - listener: `ticket:created` events applied per second by the orders service's listener.
 - purchase: MongoDB commands, summed across tickets, orders and payments (a PyMongo command
-  listener in one process running the three services), for order, pay and complete.
+  listener in one process running the three services), for order, pay and complete, purchases
+  one after the other; the count ends once every outbox is empty again (clean-up included).
 
     .venv/bin/python bench/event_backbone.py [--baseline REV] [--sizes 1000,10000,100000]
 """
@@ -175,11 +176,13 @@ async def _purchase_commands(
 ) -> dict[str, float]:
     from contextlib import AsyncExitStack
 
-    from pymongo import monitoring
+    from pymongo import AsyncMongoClient, monitoring
 
     from ticketing_common.bus import EventBus
     from ticketing_common.testing import bearer, serve
 
+    # Made before the counter is registered, so its own polling is not counted.
+    watcher: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_url)
     commands = _command_counter()
     monitoring.register(commands)
     from ticketing_orders.main import build as build_orders
@@ -234,14 +237,30 @@ async def _purchase_commands(
             assert paid.status_code == 201, paid.text
             await _on_bus(bus, "payment.created", "orderId", order["id"])
             await _settled(bus)
+        # The relays' clean-up of what they published is part of the cost: wait for it.
+        await _outboxes_empty(watcher, ["bench_tickets", "bench_orders", "bench_payments"])
         elapsed = time.perf_counter() - started
         commands.counting = False
+    await watcher.close()
     total = sum(commands.counts.values())
     return {
         "per_purchase": total / purchases,
         "seconds": elapsed,
         **{f"cmd_{k}": v / purchases for k, v in commands.counts.items()},
     }
+
+
+async def _outboxes_empty(client: Any, names: list[str]) -> None:
+    """Wait until no document in these databases holds an event (published or not)."""
+    while True:
+        pending = 0
+        for name in names:
+            db = client[name]
+            for collection in await db.list_collection_names():
+                pending += await db[collection].count_documents({"outbox": {"$exists": True}})
+        if not pending:
+            return
+        await asyncio.sleep(0.01)
 
 
 async def _last(bus: Any, subject: str) -> Any:

@@ -12,9 +12,10 @@ from fastapi import FastAPI
 
 from ticketing_common.bus import EventBus
 from ticketing_common.embedded import Server, free_port, wait_for_port
-from ticketing_common.events import OrderStatus
+from ticketing_common.events import OrderCreated, OrderStatus
 from ticketing_common.testing import bearer, serve, service_settings, stream_messages
 from ticketing_payments.main import build
+from ticketing_payments.models import OrderReplicas
 from ticketing_payments.reconciler import reconcile as reconciler_pass
 from ticketing_payments.settings import Settings
 
@@ -170,17 +171,57 @@ async def add_order(
     status: OrderStatus = OrderStatus.CREATED,
     expires_in: float = 900,
 ) -> dict:
-    """An order in the replica, as the original tests built them with `Order.build().save()`."""
-    order = {
-        "_id": ObjectId(),
-        "price": price,
-        "status": str(status),
-        "userId": user_id or new_id(),
-        "version": 0,
-        "expiresAt": datetime.now(UTC) + timedelta(seconds=expires_in),
-    }
-    await db["orders"].insert_one(order)
+    """An order in the replica, stored as the `order:created` listener stores it."""
+    oid = ObjectId()
+    event = OrderCreated.model_validate(
+        {
+            "id": str(oid),
+            "version": 0,
+            "status": str(OrderStatus.CREATED),
+            "userId": user_id or new_id(),
+            "expiresAt": datetime.now(UTC) + timedelta(seconds=expires_in),
+            "ticket": {"id": new_id(), "price": price},
+        }
+    )
+    await OrderReplicas(db).insert(event)
+    if status != OrderStatus.CREATED:
+        await db["orders"].update_one({"_id": oid}, {"$set": {"status": str(status)}})
+    order: dict = await db["orders"].find_one({"_id": oid})
     return order
+
+
+def order_payments(order: dict) -> list[dict]:
+    """An order document's payments (its attempts), oldest first, each with `orderId`, its
+    `slot` and `kept` (whether it is the one payment the order keeps)."""
+    kept = order.get("kept")
+    found = [
+        {**attempt, "orderId": str(order["_id"]), "slot": slot, "kept": slot == kept}
+        for slot, attempt in (order.get("attempts") or {}).items()
+    ]
+    return sorted(found, key=lambda p: (p["createdAt"], p["id"]))
+
+
+async def payments_of(db, order_id: str | ObjectId) -> list[dict]:
+    """The payments of one order, as stored in its document, oldest first (see
+    `order_payments`); none when payments does not know the order."""
+    order = await db["orders"].find_one({"_id": ObjectId(str(order_id))})
+    return order_payments(order) if order else []
+
+
+async def all_payments(db) -> list[dict]:
+    """Every payment of every order in the database."""
+    return [p for order in await db["orders"].find({}).to_list() for p in order_payments(order)]
+
+
+async def payment_by_id(db, payment_id: str | ObjectId) -> dict | None:
+    """The payment the API and events name `payment_id`, or None."""
+    found = [p for p in await all_payments(db) if p["id"] == str(payment_id)]
+    return found[0] if found else None
+
+
+async def outboxes_drained(db) -> bool:
+    """True when no order document holds an event not yet handed over to the bus."""
+    return await db["orders"].count_documents({"outbox": {"$exists": True}}) == 0
 
 
 async def bus_messages(bus: EventBus, subject: str) -> list[dict]:

@@ -5,13 +5,28 @@ and the reconciler. Races are driven step by step with the fake's hold gate."""
 import asyncio
 import json
 import logging
+from datetime import UTC, datetime, timedelta
 
+import pytest
 from bson import ObjectId
 
 from ticketing_common.events import OrderCancelled
+from ticketing_common.moments import epoch_ms, now_ms
 from ticketing_common.testing import consumer_caught_up, eventually
+from ticketing_payments.gateway import refund_key
+from ticketing_payments.models import MAX_ATTEMPTS
 
-from .conftest import add_order, bus_messages, new_id, reconcile, signin
+from .conftest import (
+    STRIPE_KEY,
+    add_order,
+    bus_messages,
+    new_id,
+    outboxes_drained,
+    payment_by_id,
+    payments_of,
+    reconcile,
+    signin,
+)
 
 PAY = "/api/payments"
 CHARGE = "POST /v1/payment_intents"
@@ -42,17 +57,9 @@ async def cancel_applied(bus, db, order, version=1):
     assert replica["status"] == "cancelled"
 
 
-async def payments_of(db, order):
-    return await db["payments"].find({"orderId": str(order["_id"])}).sort("createdAt", 1).to_list()
-
-
 async def announced(db, bus, subject):
     """Every event on `subject`, once the outbox has handed over all it holds."""
-
-    async def drained():
-        return await db["payments"].count_documents({"outbox": {"$exists": True}}) == 0
-
-    await eventually(drained)
+    await eventually(lambda: outboxes_drained(db))
     return await bus_messages(bus, subject)
 
 
@@ -65,7 +72,8 @@ async def _held_is(fake, count):
 
 
 async def refunded(db, payment_id):
-    return await db["payments"].find_one({"_id": ObjectId(payment_id), "status": "refunded"})
+    payment = await payment_by_id(db, payment_id)
+    return payment if payment is not None and payment["status"] == "refunded" else None
 
 
 # --- cancellation after, or during, the charge --------------------------------------------------
@@ -81,7 +89,7 @@ async def test_a_cancellation_after_the_payment_refunds_it(client, db, bus, fake
 
     await cancel(bus, order)
     payment = await eventually(lambda: refunded(db, payment_id))
-    assert "keptFor" not in payment and "refundDue" not in payment
+    assert not payment["kept"] and "refundDue" not in payment
     (intent,) = fake.intents(order_id)
     assert intent["amount_refunded"] == 2000
     (refund,) = await fake.refunds(intent["id"])
@@ -104,7 +112,7 @@ async def test_a_cancellation_while_the_charge_is_in_flight_refunds_it(client, d
     paying = asyncio.create_task(pay(client, order, user_id))
     await held(fake)
     # The attempt is recorded before Stripe is called.
-    (attempt,) = await payments_of(db, order)
+    (attempt,) = await payments_of(db, order["_id"])
     assert (attempt["status"], attempt["key"]) == ("pending", f"{order_id}:pm_card_visa")
 
     # The listener finds no payment to refund: the charge has not come back yet.
@@ -114,12 +122,12 @@ async def test_a_cancellation_while_the_charge_is_in_flight_refunds_it(client, d
     assert response.status_code == 400
     assert errors(response) == [{"message": "Cannot pay for an cancelled order"}]
 
-    (payment,) = await payments_of(db, order)
+    (payment,) = await payments_of(db, order["_id"])
     assert payment["status"] == "refunded"
     (intent,) = fake.intents(order_id)
     assert (intent["status"], intent["amount_refunded"]) == ("succeeded", 2000)
     assert payment["stripeId"] == intent["id"]
-    event = {"id": str(payment["_id"]), "orderId": order_id, "stripeId": intent["id"]}
+    event = {"id": payment["id"], "orderId": order_id, "stripeId": intent["id"]}
     assert await announced(db, bus, "payment.refunded") == [event]
     assert await bus_messages(bus, "payment.created") in ([], [event])
 
@@ -131,7 +139,7 @@ async def test_a_cancelled_order_is_refused_before_any_charge(client, db, bus, f
     response = await pay(client, order, user_id)
     assert errors(response) == [{"message": "Cannot pay for an cancelled order"}]
     assert fake.intents(str(order["_id"])) == []
-    assert await payments_of(db, order) == []
+    assert await payments_of(db, order["_id"]) == []
 
 
 # --- one kept charge per order ------------------------------------------------------------------
@@ -155,14 +163,16 @@ async def test_two_cards_at_once_keep_one_charge_and_refund_the_other(client, db
     (loser,) = [r for r in responses if r.status_code == 400]
     assert errors(loser) == [{"message": "Order has already been paid"}]
 
-    kept, other = sorted(await payments_of(db, order), key=lambda p: p["status"] != "succeeded")
-    assert (kept["status"], kept["keptFor"]) == ("succeeded", order_id)
-    assert str(kept["_id"]) == winner.json()["id"]
-    assert other["status"] == "refunded" and "keptFor" not in other
+    kept, other = sorted(
+        await payments_of(db, order["_id"]), key=lambda p: p["status"] != "succeeded"
+    )
+    assert (kept["status"], kept["kept"]) == ("succeeded", True)
+    assert kept["id"] == winner.json()["id"]
+    assert other["status"] == "refunded" and not other["kept"]
     refunds = {i["id"]: i["amount_refunded"] for i in fake.intents(order_id)}
     assert refunds == {kept["stripeId"]: 0, other["stripeId"]: 2000}
-    created = {"id": str(kept["_id"]), "orderId": order_id, "stripeId": kept["stripeId"]}
-    refund = {"id": str(other["_id"]), "orderId": order_id, "stripeId": other["stripeId"]}
+    created = {"id": kept["id"], "orderId": order_id, "stripeId": kept["stripeId"]}
+    refund = {"id": other["id"], "orderId": order_id, "stripeId": other["stripeId"]}
     assert await announced(db, bus, "payment.refunded") == [refund]
     assert await bus_messages(bus, "payment.created") == [created]
 
@@ -176,16 +186,16 @@ async def test_a_request_retried_after_a_lost_answer_charges_once(client, db, bu
     lost = await pay(client, order, user_id)
     assert lost.status_code == 503
     assert errors(lost) == [{"message": "Service unavailable"}]
-    (attempt,) = await payments_of(db, order)
+    (attempt,) = await payments_of(db, order["_id"])
     assert attempt["status"] == "pending"
 
     retried = await pay(client, order, user_id)
     assert retried.status_code == 201
-    assert retried.json()["id"] == str(attempt["_id"])
+    assert retried.json()["id"] == attempt["id"]
     (intent,) = fake.intents(order_id)
-    (payment,) = await payments_of(db, order)
+    (payment,) = await payments_of(db, order["_id"])
     assert (payment["status"], payment["stripeId"]) == ("succeeded", intent["id"])
-    event = {"id": str(attempt["_id"]), "orderId": order_id, "stripeId": intent["id"]}
+    event = {"id": attempt["id"], "orderId": order_id, "stripeId": intent["id"]}
     assert await announced(db, bus, "payment.created") == [event]
 
 
@@ -205,9 +215,34 @@ async def test_a_repeat_while_the_first_request_is_in_flight_charges_once(client
     assert response.status_code == 201
     (intent,) = fake.intents(str(order["_id"]))
     assert intent["amount_refunded"] == 0
-    (payment,) = await payments_of(db, order)
-    assert str(payment["_id"]) == response.json()["id"]
+    (payment,) = await payments_of(db, order["_id"])
+    assert payment["id"] == response.json()["id"]
     assert payment["stripeId"] == intent["id"]
+
+
+async def test_an_order_takes_so_many_cards_and_then_no_new_one(client, db, fake):
+    user_id = new_id()
+    order = await add_order(db, user_id=user_id)
+    # Cards Stripe does not know: each is refused at once, and each is an attempt.
+    for i in range(MAX_ATTEMPTS):
+        token = f"pm_unknown_{i}"
+        response = await pay(client, order, user_id, token)
+        assert response.status_code == 400, response.text
+        assert errors(response) == [
+            {"message": f"No such PaymentMethod: '{token}'", "field": "token"}
+        ]
+    attempts = await payments_of(db, order["_id"])
+    assert [(a["status"], a["kept"]) for a in attempts] == [("failed", False)] * MAX_ATTEMPTS
+
+    # One more card, one Stripe would charge, is refused before Stripe is called.
+    response = await pay(client, order, user_id, "pm_card_visa")
+    assert response.status_code == 400
+    assert errors(response) == [{"message": "Too many payment attempts for this order"}]
+    assert fake.intents(str(order["_id"])) == []
+    assert len(await payments_of(db, order["_id"])) == MAX_ATTEMPTS
+    # A card tried already is the same attempt: answered as before, not refused for the count.
+    again = await pay(client, order, user_id, "pm_unknown_0")
+    assert errors(again) == [{"message": "No such PaymentMethod: 'pm_unknown_0'", "field": "token"}]
 
 
 # --- the reconciler -----------------------------------------------------------------------------
@@ -221,7 +256,7 @@ async def test_the_reconciler_settles_a_charge_whose_answer_was_lost(
     order_id = str(order["_id"])
     await fake.fault(match=CHARGE, fail_after_processing=True, count=1)
     assert (await pay(client, order, user_id)).status_code == 503
-    (attempt,) = await payments_of(db, order)
+    (attempt,) = await payments_of(db, order["_id"])
     assert attempt["status"] == "pending"
     assert await bus_messages(bus, "payment.created") == []
 
@@ -229,10 +264,10 @@ async def test_the_reconciler_settles_a_charge_whose_answer_was_lost(
         assert await reconcile(app) == {"settled": 1}
     assert any("settled" in r.getMessage() for r in caplog.records)
     (intent,) = fake.intents(order_id)  # the same PaymentIntent, not a second charge
-    (payment,) = await payments_of(db, order)
+    (payment,) = await payments_of(db, order["_id"])
     assert (payment["status"], payment["stripeId"]) == ("succeeded", intent["id"])
-    assert payment["keptFor"] == order_id
-    event = {"id": str(attempt["_id"]), "orderId": order_id, "stripeId": intent["id"]}
+    assert payment["kept"]
+    event = {"id": attempt["id"], "orderId": order_id, "stripeId": intent["id"]}
     assert await announced(db, bus, "payment.created") == [event]
 
     # Nothing is left to repair, and the order counts as paid.
@@ -247,7 +282,7 @@ async def test_the_reconciler_fails_a_declined_attempt_whose_answer_was_lost(app
     await fake.fault(match=CHARGE, fail_after_processing=True, count=1)
     assert (await pay(client, order, user_id, "pm_card_chargeDeclined")).status_code == 503
     assert await reconcile(app) == {"failed": 1}
-    (attempt,) = await payments_of(db, order)
+    (attempt,) = await payments_of(db, order["_id"])
     assert (attempt["status"], attempt["failure"]) == ("failed", "Your card was declined.")
 
 
@@ -267,7 +302,7 @@ async def test_the_reconciler_leaves_an_attempt_to_its_request_for_a_while(
         await fake.fault(match=CHARGE, fail=500, count=1)
         assert (await pay(client, order, user_id)).status_code == 503
         assert await reconcile(app) == {}
-    (attempt,) = await payments_of(db, order)
+    (attempt,) = await payments_of(db, order["_id"])
     assert attempt["status"] == "pending"
 
 
@@ -281,7 +316,7 @@ async def test_a_refund_stripe_did_not_take_is_finished_by_the_reconciler(
     await fake.fault(match="POST /v1/refunds", fail=500, count=1)
     await cancel_applied(bus, db, order)
     # The refund was decided (and marked) before Stripe failed it.
-    payment = await db["payments"].find_one({"_id": ObjectId(payment_id)})
+    payment = await payment_by_id(db, payment_id)
     assert (payment["status"], payment["refundDue"]) == ("succeeded", True)
 
     assert await reconcile(app) == {"refunded": 1}
@@ -292,23 +327,56 @@ async def test_a_refund_stripe_did_not_take_is_finished_by_the_reconciler(
     assert len(await announced(db, bus, "payment.refunded")) == 1
 
 
-async def test_the_reconciler_refunds_a_kept_payment_of_a_cancelled_order(
-    app, client, db, bus, fake
+@pytest.mark.parametrize("stripe_refunded", [False, True], ids=["before-stripe", "after-stripe"])
+async def test_a_refund_marked_due_before_a_crash_is_finished_by_the_reconciler(
+    app, client, db, bus, fake, stripe_refunded
 ):
-    """As if the service stopped after keeping the payment and before reading the order,
-    while the listener had read the payments just before: nobody saw the other."""
+    """As if the service stopped right after marking the refund of a cancelled order's kept
+    payment due (`mark_refund_due`): before asking Stripe, or after Stripe refunded and before
+    the refund was recorded. The mark alone has the reconciler finish it, with one refund."""
     user_id = new_id()
     order = await add_order(db, user_id=user_id)
+    order_id = str(order["_id"])
     paid = await pay(client, order, user_id)
-    payment_id = ObjectId(paid.json()["id"])
-    await db["payments"].update_one({"_id": payment_id}, {"$set": {"orderCheckDue": True}})
-    await db["orders"].update_one({"_id": order["_id"]}, {"$set": {"status": "cancelled"}})
+    payment = await payment_by_id(db, paid.json()["id"])
+    assert payment["kept"]
+    (intent,) = fake.intents(order_id)
+    at, then = f"attempts.{payment['slot']}", now_ms() - 60_000
+    await db["orders"].update_one(
+        {"_id": order["_id"]},
+        {
+            "$set": {
+                "status": "cancelled",
+                "version": 1,
+                f"{at}.refundDue": True,
+                f"{at}.refundReason": "the order is cancelled",
+                f"{at}.updatedAt": then,
+                "refundDueAt": then,
+            },
+            "$inc": {"rev": 1},
+        },
+    )
+    if stripe_refunded:  # the service's own call, with its idempotency key
+        await fake._call(
+            "POST",
+            "/v1/refunds",
+            data={"payment_intent": intent["id"]},
+            headers={
+                "Authorization": f"Bearer {STRIPE_KEY}",
+                "Idempotency-Key": refund_key(intent["id"]),
+            },
+        )
 
-    assert await reconcile(app) == {"checked-cancelled": 1}
-    assert await refunded(db, str(payment_id)) is not None
-    (intent,) = fake.intents(str(order["_id"]))
-    assert intent["amount_refunded"] == intent["amount"]
-    assert len(await announced(db, bus, "payment.refunded")) == 1
+    assert await reconcile(app) == {"refunded": 1}
+    payment = await refunded(db, payment["id"])
+    assert payment is not None and not payment["kept"] and "refundDue" not in payment
+    replica = await db["orders"].find_one({"_id": order["_id"]})
+    assert "kept" not in replica and "refundDueAt" not in replica
+    (refund,) = await fake.refunds(intent["id"])
+    assert refund["amount"] == intent["amount"]
+    event = {"id": payment["id"], "orderId": order_id, "stripeId": intent["id"]}
+    assert await announced(db, bus, "payment.refunded") == [event]
+    assert await reconcile(app) == {}
 
 
 async def test_the_reconciler_runs_on_its_timer(mongo_uri, nats_url, db, bus, fake):
@@ -323,36 +391,113 @@ async def test_the_reconciler_runs_on_its_timer(mongo_uri, nats_url, db, bus, fa
     async with serve(build(settings)) as client:
         await fake.fault(match=CHARGE, fail_after_processing=True, count=1)
         assert (await pay(client, order, user_id)).status_code == 503
-        (attempt,) = await payments_of(db, order)
-        payment = await eventually(
-            lambda: db["payments"].find_one({"_id": attempt["_id"], "status": "succeeded"})
-        )
+        (attempt,) = await payments_of(db, order["_id"])
+        payment = await eventually(lambda: _succeeded(db, attempt["id"]))
     assert len(fake.intents(str(order["_id"]))) == 1
-    assert payment["keptFor"] == str(order["_id"])
+    assert payment["kept"]
+
+
+async def _succeeded(db, payment_id):
+    payment = await payment_by_id(db, payment_id)
+    return payment if payment is not None and payment["status"] == "succeeded" else None
 
 
 # --- storage written before attempts ------------------------------------------------------------
 
 
 async def test_payments_stored_before_attempts_are_upgraded(mongo_uri, nats_url, db, fake):
+    """Payments stored in their own collection, as a payment per order (the oldest shape) or
+    as attempts, move into their orders' documents when the service starts."""
     from ticketing_common.testing import serve
     from ticketing_payments.main import build
 
     from .conftest import make_settings
 
     user_id = new_id()
-    order = await add_order(db, user_id=user_id)
-    order_id = str(order["_id"])
-    await db["payments"].create_index([("orderId", 1)], unique=True)
-    await db["payments"].insert_one({"orderId": order_id, "stripeId": "pi_old", "amount": 2000})
+    oldest = await add_order(db, user_id=user_id)  # an order stored before attempts, too
+    await db["orders"].update_one(
+        {"_id": oldest["_id"]}, {"$unset": {"rev": "", "attempts": "", "tries": ""}}
+    )
+    kept, declined = [await add_order(db, user_id=user_id) for _ in range(2)]
+    kept_id, declined_id = str(kept["_id"]), str(declined["_id"])
+    then = (datetime.now(UTC) - timedelta(minutes=5)).replace(microsecond=0)
+    legacy = [
+        {
+            "_id": ObjectId(),
+            "orderId": str(oldest["_id"]),
+            "stripeId": "pi_old",
+            "amount": 2000,
+            "createdAt": then,
+        },
+        {
+            "_id": ObjectId(),
+            "orderId": kept_id,
+            "key": f"{kept_id}:pm_card_visa",
+            "token": "pm_card_visa",
+            "status": "succeeded",
+            "stripeId": "pi_kept",
+            "amount": 2000,
+            "currency": "usd",
+            "keptFor": kept_id,
+            "createdAt": then,
+            "updatedAt": then,
+            "heldUntil": then,
+        },
+        {
+            "_id": ObjectId(),
+            "orderId": declined_id,
+            "key": f"{declined_id}:pm_card_chargeDeclined",
+            "token": "pm_card_chargeDeclined",
+            "status": "failed",
+            "failure": "Your card was declined.",
+            "stripeId": "pi_declined",
+            "amount": 2000,
+            "currency": "usd",
+            "createdAt": then,
+            "updatedAt": then,
+            "heldUntil": then,
+        },
+    ]
+    await db["payments"].insert_many(legacy)
     async with serve(build(make_settings(mongo_uri, nats_url, fake.url))) as client:
-        response = await pay(client, order, user_id)
-        assert errors(response) == [{"message": "Order has already been paid"}]
-        # Another order can have several attempts now: the unique index on orderId is gone.
-        other = await add_order(db, user_id=user_id)
-        assert (await pay(client, other, user_id, "pm_card_chargeDeclined")).status_code == 402
-        assert (await pay(client, other, user_id, "pm_card_visa")).status_code == 201
-    (payment,) = await payments_of(db, order)
-    assert (payment["status"], payment["keptFor"]) == ("succeeded", order_id)
-    indexes = (await db["payments"].index_information()).values()
-    assert not [i for i in indexes if list(i["key"]) == [("orderId", 1)] and i.get("unique")]
+        assert await db["payments"].count_documents({}) == 0
+        (first,) = await payments_of(db, oldest["_id"])
+        assert (first["id"], first["status"], first["stripeId"]) == (
+            str(legacy[0]["_id"]),
+            "succeeded",
+            "pi_old",
+        )
+        assert first["kept"] and first["createdAt"] == epoch_ms(then)
+        (second,) = await payments_of(db, kept_id)
+        assert (second["id"], second["status"], second["stripeId"]) == (
+            str(legacy[1]["_id"]),
+            "succeeded",
+            "pi_kept",
+        )
+        assert (second["key"], second["token"]) == (f"{kept_id}:pm_card_visa", "pm_card_visa")
+        assert second["kept"] and second["updatedAt"] == epoch_ms(then)
+        (third,) = await payments_of(db, declined_id)
+        assert (third["id"], third["status"], third["failure"]) == (
+            str(legacy[2]["_id"]),
+            "failed",
+            "Your card was declined.",
+        )
+        assert not third["kept"]
+
+        # The orders that kept a payment refuse another, with the same card or a new one.
+        for order in (oldest, kept):
+            for token in ("pm_card_visa", "tok_visa"):
+                response = await pay(client, order, user_id, token)
+                assert response.status_code == 400
+                assert errors(response) == [{"message": "Order has already been paid"}]
+            assert fake.intents(str(order["_id"])) == []
+        # The order whose card was declined takes another card.
+        paid = await pay(client, declined, user_id, "pm_card_visa")
+        assert paid.status_code == 201
+    failed, payment = await payments_of(db, declined_id)
+    assert (failed["id"], failed["status"], failed["kept"]) == (third["id"], "failed", False)
+    assert (payment["id"], payment["status"], payment["kept"]) == (
+        paid.json()["id"],
+        "succeeded",
+        True,
+    )

@@ -12,7 +12,17 @@ import httpx
 
 from ticketing_common.testing import eventually
 
-from .conftest import WEBHOOK_SECRET, add_order, bus_messages, new_id, signin
+from .conftest import (
+    WEBHOOK_SECRET,
+    add_order,
+    all_payments,
+    bus_messages,
+    new_id,
+    outboxes_drained,
+    payment_by_id,
+    payments_of,
+    signin,
+)
 
 PAY = "/api/payments"
 HOOK = "/api/payments/webhook"
@@ -48,16 +58,13 @@ async def lost_answer(client, db, fake, token="pm_card_visa"):
     await fake.fault(match=CHARGE, fail_after_processing=True, count=1)
     assert (await pay(client, order, user_id, token)).status_code == 503
     (intent,) = fake.intents(str(order["_id"]))
-    (attempt,) = await db["payments"].find({"orderId": str(order["_id"])}).to_list()
+    (attempt,) = await payments_of(db, order["_id"])
     assert attempt["status"] == "pending"
     return order, intent, attempt
 
 
 async def announced(db, bus, subject):
-    async def drained():
-        return await db["payments"].count_documents({"outbox": {"$exists": True}}) == 0
-
-    await eventually(drained)
+    await eventually(lambda: outboxes_drained(db))
     return await bus_messages(bus, subject)
 
 
@@ -69,11 +76,11 @@ async def test_a_succeeded_intent_settles_its_attempt_once_however_often_it_come
     responses = await asyncio.gather(*(deliver(client, fake, event["id"]) for _ in range(3)))
     assert [(r.status_code, r.json()) for r in responses] == [(200, {"received": True})] * 3
 
-    payment = await db["payments"].find_one({"_id": attempt["_id"]})
+    payment = await payment_by_id(db, attempt["id"])
     assert (payment["status"], payment["stripeId"]) == ("succeeded", intent["id"])
-    assert payment["keptFor"] == str(order["_id"])
+    assert payment["kept"]
     assert await db["webhook_events"].count_documents({}) == 1
-    created = {"id": str(attempt["_id"]), "orderId": str(order["_id"]), "stripeId": intent["id"]}
+    created = {"id": attempt["id"], "orderId": str(order["_id"]), "stripeId": intent["id"]}
     assert await announced(db, bus, "payment.created") == [created]
     assert len(fake.intents(str(order["_id"]))) == 1
 
@@ -93,13 +100,13 @@ async def test_a_webhook_ahead_of_the_answer_leaves_the_201_to_the_request(clien
     (intent,) = fake.intents(order_id)
     (event,) = await fake.events("payment_intent.succeeded", intent["id"])
     assert (await deliver(client, fake, event["id"])).status_code == 200
-    (attempt,) = await db["payments"].find({"orderId": order_id}).to_list()
+    (attempt,) = await payments_of(db, order_id)
     assert attempt["status"] == "succeeded"
 
     await fake.release()
     response = await paying
     assert response.status_code == 201
-    assert response.json() == {"id": str(attempt["_id"])}
+    assert response.json() == {"id": attempt["id"]}
     assert len(await announced(db, bus, "payment.created")) == 1
 
 
@@ -111,7 +118,7 @@ async def test_a_failed_intent_fails_its_attempt(client, db, fake):
     _, intent, attempt = await lost_answer(client, db, fake, "pm_card_chargeDeclined")
     (event,) = await fake.events("payment_intent.payment_failed", intent["id"])
     assert (await deliver(client, fake, event["id"])).json() == {"received": True}
-    failed = await db["payments"].find_one({"_id": attempt["_id"]})
+    failed = await payment_by_id(db, attempt["id"])
     assert (failed["status"], failed["failure"]) == ("failed", "Your card was declined.")
     assert failed["stripeId"] == intent["id"]
 
@@ -125,9 +132,9 @@ async def test_a_refund_made_at_stripe_refunds_the_payment(client, db, bus, fake
     (event,) = await fake.events("charge.refunded", intent["id"])
     for _ in range(2):
         assert (await deliver(client, fake, event["id"])).json() == {"received": True}
-    payment = await db["payments"].find_one({"orderId": str(order["_id"])})
+    (payment,) = await payments_of(db, order["_id"])
     assert payment["status"] == "refunded"
-    assert "keptFor" not in payment
+    assert not payment["kept"]
     refunded = {"id": paid.json()["id"], "orderId": str(order["_id"]), "stripeId": intent["id"]}
     assert await announced(db, bus, "payment.refunded") == [refunded]
 
@@ -150,13 +157,13 @@ async def test_a_missing_or_bad_signature_is_a_400_and_changes_nothing(client, d
         response = await client.post(HOOK, content=body, headers=headers)
         assert response.status_code == 400, headers
         assert response.json() == INVALID
-    assert (await db["payments"].find_one({"_id": attempt["_id"]}))["status"] == "pending"
+    assert (await payment_by_id(db, attempt["id"]))["status"] == "pending"
     assert await db["webhook_events"].count_documents({}) == 0
 
     # Our own signature, made as Stripe makes it, is accepted.
     response = await client.post(HOOK, content=payload, headers={"Stripe-Signature": sign(payload)})
     assert response.json() == {"received": True}
-    assert (await db["payments"].find_one({"_id": attempt["_id"]}))["status"] == "succeeded"
+    assert (await payment_by_id(db, attempt["id"]))["status"] == "succeeded"
 
 
 async def test_without_a_webhook_secret_every_webhook_is_refused(mongo_uri, nats_url, db, fake):
@@ -180,7 +187,7 @@ async def test_events_it_does_not_act_on_are_acknowledged(client, db):
     ).encode()
     response = await client.post(HOOK, content=payload, headers={"Stripe-Signature": sign(payload)})
     assert (response.status_code, response.json()) == (200, {"received": True})
-    assert await db["payments"].count_documents({}) == 0
+    assert await all_payments(db) == []
 
 
 async def test_a_signed_body_that_is_not_an_event_is_a_400(client):

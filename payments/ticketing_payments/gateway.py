@@ -141,6 +141,16 @@ class StripeGateway:
             log.warning("stripe unavailable while refunding %s: %r", stripe_id, exc)
             raise Unavailable() from None
 
+    async def order_of(self, stripe_id: str) -> str | None:
+        """The order a PaymentIntent was made for (its metadata), or None if Stripe cannot say."""
+        try:
+            intent = await self.client.v1.payment_intents.retrieve_async(stripe_id)
+        except stripe.StripeError as exc:
+            log.warning("could not read payment intent %s: %r", stripe_id, exc)
+            return None
+        order_id = (intent.metadata or {}).get("orderId")  # type: ignore[operator,call-overload]
+        return str(order_id) if order_id else None
+
     async def close(self) -> None:
         http, self._http, self._client = self._http, None, None
         if http is not None:

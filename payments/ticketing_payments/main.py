@@ -13,7 +13,7 @@ from ticketing_common.settings import load_settings
 from ticketing_payments.app import create_app
 from ticketing_payments.events.listeners import listeners
 from ticketing_payments.gateway import StripeGateway
-from ticketing_payments.models import INDEXES, PAYMENTS, upgrade_storage
+from ticketing_payments.models import INDEXES, ORDERS, upgrade_storage
 from ticketing_payments.reconciler import reconciler
 from ticketing_payments.settings import Settings
 
@@ -25,7 +25,7 @@ def build(settings: Settings) -> FastAPI:
     service = service_lifespan(
         settings,
         indexes=INDEXES,
-        outbox=[PAYMENTS],
+        outbox=[ORDERS],
         listeners=listeners(gateway),
         periodic=[reconciler(gateway)],
     )

@@ -3,9 +3,7 @@ left half done, once it is older than `reconcile_after_seconds` (so no request i
 
 - attempts still `pending`: the same Stripe call with the same key (Stripe answers with the
   same PaymentIntent, or makes it now), then settled or failed;
-- payments with `refundDue`: the refund again (Stripe's idempotency makes it once);
-- kept payments whose order was never checked after keeping (`orderCheckDue`): refunded if the
-  order is cancelled.
+- payments with `refundDue`: the refund again (Stripe's idempotency makes it once).
 
 Each repair is logged at WARNING, for an operator.
 """
@@ -14,13 +12,14 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
+from ticketing_common.moments import epoch_ms
 from ticketing_common.mongo import Document
 from ticketing_common.periodic import Periodic
 from ticketing_common.runtime import Runtime
 from ticketing_payments.gateway import Refused, StripeGateway, Unavailable
+from ticketing_payments.models import PaymentStatus, attempts
 from ticketing_payments.settings import Settings
 from ticketing_payments.settlement import Outcome, Settlement
 
@@ -36,54 +35,56 @@ async def reconcile(runtime: Runtime, gateway: StripeGateway) -> Counter[str]:
     now = datetime.now(UTC)
     before = now - timedelta(seconds=settings.reconcile_after_seconds)
     settlement = Settlement(runtime.db, runtime.relay, gateway)
-    payments = settlement.payments
+    orders = settlement.orders
     done: Counter[str] = Counter()
 
-    async def each(docs: list[Document], repair: Callable[[Document], Awaitable[str]]) -> None:
-        for doc in docs:
-            try:
-                done[await repair(doc)] += 1
-            except Exception as exc:  # one stuck payment must not hold up the others
-                log.warning("reconciling payment %s failed: %r", doc["_id"], exc)
-                done["errors"] += 1
-
-    async def finish_attempt(attempt: Document) -> str:
+    async def finish_attempt(order: Document, slot: str) -> str:
+        attempt = attempts(order)[slot]
         try:
-            outcome = await settlement.charge(attempt)
+            outcome = await settlement.charge(order, slot)
         except Refused as refused:
-            log.warning("attempt %s (%s) failed: %s", attempt["_id"], attempt["key"], refused)
+            log.warning("attempt %s (%s) failed: %s", attempt["id"], attempt["key"], refused)
             return "failed"
         except Unavailable:
             return "unavailable"
         log.warning(
             "attempt %s (%s) of order %s settled: %s",
-            attempt["_id"],
+            attempt["id"],
             attempt["key"],
-            attempt["orderId"],
+            order["_id"],
             outcome.value,
         )
         return "settled" if outcome is Outcome.KEPT else f"settled-{outcome.value}"
 
-    async def finish_refund(payment: Document) -> str:
+    async def finish_refund(order: Document, slot: str) -> str:
+        payment = attempts(order)[slot]
         reason = payment.get("refundReason") or "a refund was due"
-        if await settlement.refund(payment, reason):
-            log.warning("refund of payment %s of order %s done", payment["_id"], payment["orderId"])
+        if await settlement.refund(str(order["_id"]), slot, reason):
+            log.warning("refund of payment %s of order %s done", payment["id"], order["_id"])
             return "refunded"
         return "unavailable"
 
-    async def check_order(payment: Document) -> str:
-        outcome = await settlement.check_order(payment)
-        if outcome is Outcome.CANCELLED:
-            log.warning(
-                "payment %s was kept for the cancelled order %s: refunded",
-                payment["_id"],
-                payment["orderId"],
-            )
-        return f"checked-{outcome.value}"
+    def stale(attempt: Document) -> bool:
+        return bool(
+            attempt["status"] == PaymentStatus.PENDING
+            and attempt["createdAt"] <= epoch_ms(before)
+            and attempt["heldUntil"] <= epoch_ms(now)
+        )
 
-    await each(await payments.stale_pending(before, now, BATCH), finish_attempt)
-    await each(await payments.refunds_due(before, BATCH), finish_refund)
-    await each(await payments.order_checks_due(before, BATCH), check_order)
+    def due(attempt: Document) -> bool:
+        return bool(attempt.get("refundDue")) and attempt["updatedAt"] <= epoch_ms(before)
+
+    for query, test, repair in (
+        (orders.pending_since, stale, finish_attempt),
+        (orders.refunds_due, due, finish_refund),
+    ):
+        for order in await query(before, BATCH):
+            for slot in [s for s, a in attempts(order).items() if test(a)]:
+                try:
+                    done[await repair(order, slot)] += 1
+                except Exception as exc:  # one stuck payment must not hold up the others
+                    log.warning("reconciling order %s failed: %r", order["_id"], exc)
+                    done["errors"] += 1
     return done
 
 

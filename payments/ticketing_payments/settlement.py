@@ -1,10 +1,7 @@
 """Taking a payment to an end that matches its order, whichever path gets there first: the
-request, a Stripe webhook, the `order:cancelled` listener or the reconciler. Each step is an
-idempotent conditional write, so any of them may repeat or race another.
-
-The cancellation race: settling writes the payment first and reads the order after; the
-listener writes the order first and reads the payments after. So at least one of them sees the
-other and refunds (both may: refunding is idempotent).
+request, a Stripe webhook, the `order:cancelled` listener or the reconciler. Each step is one
+conditional write of the order's document (its payments live in it), so any of them may
+repeat or race another, and a charge is always decided against the order as it is.
 """
 
 from __future__ import annotations
@@ -20,11 +17,14 @@ from ticketing_common.mongo import Document
 from ticketing_common.outbox import OutboxRelay
 from ticketing_payments.gateway import Refused, StripeGateway, Unavailable
 from ticketing_payments.models import (
+    CURRENCY,
     OrderReplicas,
-    Payments,
     PaymentStatus,
-    attempt_key,
+    amount_in_cents,
+    attempt_slot,
+    attempts,
     is_cancelled,
+    is_kept,
 )
 
 log = logging.getLogger("ticketing.payments")
@@ -38,133 +38,134 @@ class Outcome(Enum):
     DUPLICATE = "duplicate"  # another payment is the order's: refunded (or due)
 
 
-def is_kept(payment: Mapping[str, Any]) -> bool:
-    return (
-        payment.get("status") == PaymentStatus.SUCCEEDED
-        and payment.get("keptFor") == payment["orderId"]
-        and not payment.get("refundDue")
-    )
+def outcome_of(order: Mapping[str, Any], slot: str) -> Outcome:
+    if is_kept(order, slot):
+        return Outcome.KEPT
+    return Outcome.CANCELLED if is_cancelled(order) else Outcome.DUPLICATE
 
 
 class Settlement:
     def __init__(
         self, db: AsyncDatabase[Document], relay: OutboxRelay | None, gateway: StripeGateway
     ) -> None:
-        self.payments = Payments(db, relay)
-        self.orders = OrderReplicas(db)
+        self.orders = OrderReplicas(db, relay)
         self.gateway = gateway
 
-    async def charge(self, attempt: Document) -> Outcome:
+    async def charge(self, order: Document, slot: str) -> Outcome:
         """Make (or repeat: same key, same PaymentIntent) the attempt's Stripe call and settle
         it. Raises Refused once the attempt is marked failed, and Unavailable (still pending)."""
+        attempt = attempts(order)[slot]
+        order_id = str(order["_id"])
         try:
             charge = await self.gateway.charge(
-                order_id=attempt["orderId"],
-                amount=attempt["amount"],
-                currency=attempt["currency"],
+                order_id=order_id,
+                amount=amount_in_cents(order["price"]),
+                currency=CURRENCY,
                 token=attempt["token"],
                 key=attempt["key"],
             )
         except Refused as refused:
-            await self.payments.fail(attempt, refused.stripe_id, refused.error.message)
+            await self.orders.fail(order_id, slot, refused.stripe_id, refused.error.message)
             raise
-        return await self.settle(attempt, charge.stripe_id)
+        return await self.settle(order_id, slot, charge.stripe_id, read=order)
 
-    async def settle(self, attempt: Document, stripe_id: str) -> Outcome:
+    async def settle(
+        self, order_id: str, slot: str, stripe_id: str, read: Document | None = None
+    ) -> Outcome:
         """Stripe charged the attempt: keep it for its order (`payment:created`), or refund it
-        if its order is cancelled or already kept another payment."""
-        payment = await self.payments.settle(attempt, stripe_id)
-        if payment["status"] == PaymentStatus.SUCCEEDED and payment.get("keptFor"):
-            return await self.check_order(payment)
-        if payment.get("refundDue"):
-            await self.refund(payment, payment.get("refundReason") or "not kept")
-        order = await self.orders.get(payment["orderId"])
-        return Outcome.CANCELLED if is_cancelled(order) else Outcome.DUPLICATE
+        if its order is cancelled or already keeps another payment."""
+        order = await self.orders.settle(order_id, slot, stripe_id, read=read)
+        attempt = attempts(order)[slot]
+        if attempt["status"] == PaymentStatus.SUCCEEDED and attempt.get("refundDue"):
+            await self.refund(order_id, slot, attempt.get("refundReason") or "not kept")
+        return outcome_of(order, slot)
 
-    async def check_order(self, payment: Document) -> Outcome:
-        """Read the order after the payment was kept: refund it if the order is cancelled."""
-        order = await self.orders.get(payment["orderId"])
-        if is_cancelled(order):
-            await self.refund(payment, CANCELLED_REASON)
-            return Outcome.CANCELLED
-        if payment.get("orderCheckDue"):
-            await self.payments.order_checked(payment)
-        return Outcome.KEPT if is_kept(payment) else Outcome.DUPLICATE
-
-    async def refund_kept(self, order_id: str) -> bool:
+    async def refund_kept(self, order: Document) -> bool:
         """The order is cancelled: refund the payment it keeps, if any."""
-        payment = await self.payments.kept_for(order_id)
-        return payment is not None and await self.refund(payment, CANCELLED_REASON)
+        slot = order.get("kept")
+        if not isinstance(slot, str):
+            return False
+        return await self.refund(str(order["_id"]), slot, CANCELLED_REASON)
 
-    async def refund(self, payment: Document, reason: str) -> bool:
+    async def refund(self, order_id: str, slot: str, reason: str) -> bool:
         """Mark the refund due, have Stripe refund, then record it (`payment:refunded`).
         False when Stripe could not be reached: the mark stays for the reconciler."""
-        if not await self.payments.mark_refund_due(payment, reason):
+        payment = await self.orders.mark_refund_due(order_id, slot, reason)
+        if payment is None:
             return False  # not a succeeded payment: refunded already
         try:
             await self.gateway.refund(payment["stripeId"])
         except Unavailable:
-            log.warning("refund of payment %s left to the reconciler", payment["_id"])
+            log.warning("refund of payment %s left to the reconciler", payment["id"])
             return False
-        _, changed = await self.payments.refunded(payment)
-        if changed:
+        if await self.orders.refunded(order_id, slot):
             log.warning(
                 "refunded payment %s (%s) of order %s: %s",
-                payment["_id"],
+                payment["id"],
                 payment["stripeId"],
-                payment["orderId"],
-                reason,
+                order_id,
+                payment.get("refundReason") or reason,
             )
         return True
 
     # --- what Stripe's webhooks report ------------------------------------------------------
 
-    async def find_attempt(self, intent: Mapping[str, Any]) -> Document | None:
-        """The attempt a PaymentIntent belongs to: by its id once stored, else by the attempt's
-        key (the order id in the metadata, the payment method), else the order's one pending
-        attempt of that amount."""
-        stripe_id = str(intent.get("id") or "")
-        if stripe_id and (found := await self.payments.by_stripe_id(stripe_id)):
-            return found
+    async def find_attempt(self, intent: Mapping[str, Any]) -> tuple[str, str] | None:
+        """The order and slot of the attempt a PaymentIntent belongs to (its metadata names the
+        order): by the intent's id once stored, else by its payment method, else the order's
+        one pending attempt without an intent."""
         order_id = str((intent.get("metadata") or {}).get("orderId") or "")
-        if not order_id:
+        order = await self.orders.get(order_id) if order_id else None
+        if order is None:
             return None
-        for method in _payment_methods(intent):
-            if found := await self.payments.by_key(attempt_key(order_id, method)):
-                return found
-        candidates = [
-            attempt
-            for attempt in await self.payments.pending_for(order_id)
-            if attempt["amount"] == intent.get("amount") and not attempt.get("stripeId")
+        stripe_id = str(intent.get("id") or "")
+        if intent.get("amount") != amount_in_cents(order["price"]):
+            return None
+        by_intent = [s for s, a in attempts(order).items() if a.get("stripeId") == stripe_id]
+        by_method = [attempt_slot(m) for m in _payment_methods(intent)]
+        by_method = [s for s in by_method if s in attempts(order)]
+        unnamed = [
+            s
+            for s, a in attempts(order).items()
+            if a["status"] == PaymentStatus.PENDING and not a.get("stripeId")
         ]
-        return candidates[0] if len(candidates) == 1 else None
+        for found in (by_intent, by_method, unnamed if len(unnamed) == 1 else []):
+            if found:
+                return order_id, found[0]
+        return None
 
     async def intent_succeeded(self, intent: Mapping[str, Any]) -> bool:
-        attempt = await self.find_attempt(intent)
-        if attempt is None:
+        found = await self.find_attempt(intent)
+        if found is None:
             log.warning("payment_intent.succeeded for %s matches no attempt", intent.get("id"))
             return False
-        await self.settle(attempt, str(intent["id"]))
+        await self.settle(*found, str(intent["id"]))
         return True
 
     async def intent_failed(self, intent: Mapping[str, Any]) -> bool:
-        attempt = await self.find_attempt(intent)
-        if attempt is None:
+        found = await self.find_attempt(intent)
+        if found is None:
             return False
         error = intent.get("last_payment_error") or {}
         message = str(error.get("message") or "Your card was declined.")
-        await self.payments.fail(attempt, str(intent["id"]), message)
+        await self.orders.fail(*found, str(intent["id"]), message)
         return True
 
     async def charge_refunded(self, charge: Mapping[str, Any]) -> bool:
         """A refund made at Stripe (by us or from its dashboard) that gave the whole charge back."""
         if not charge.get("refunded"):
             return False  # a partial refund: the payment is still kept
-        payment = await self.payments.by_stripe_id(str(charge.get("payment_intent") or ""))
-        if payment is None:
+        stripe_id = str(charge.get("payment_intent") or "")
+        order_id = str((charge.get("metadata") or {}).get("orderId") or "")
+        if not order_id and stripe_id:  # a charge names its order only if Stripe copied it
+            order_id = await self.gateway.order_of(stripe_id) or ""
+        order = await self.orders.get(order_id) if order_id else None
+        if order is None:
             return False
-        _, changed = await self.payments.refunded(payment)
-        return changed
+        for slot, attempt in attempts(order).items():
+            if attempt.get("stripeId") == stripe_id:
+                return await self.orders.refunded(order_id, slot)
+        return False
 
 
 def _payment_methods(intent: Mapping[str, Any]) -> list[str]:

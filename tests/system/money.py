@@ -41,7 +41,7 @@ SETTLE_WITHIN = 60.0
 # How `ticket_problems` words a live order whose ticket tickets does not hold.
 UNHELD = "the live order's ticket is not held"
 # Collections whose documents carry an outbox (events written, maybe not yet published).
-OUTBOXES = (("orders", "orders"), ("tickets", "tickets"), ("payments", "payments"))
+OUTBOXES = (("orders", "orders"), ("tickets", "tickets"), ("payments", "orders"))
 
 
 def message(response: httpx.Response) -> str | None:
@@ -229,10 +229,18 @@ class Probe:
         return self.mongo["payments"]
 
     async def attempts(self, order_id: str) -> list[dict[str, Any]]:
-        docs: list[dict[str, Any]] = (
-            await self.payments_db["payments"].find({"orderId": order_id}).to_list()
-        )
-        return docs
+        """The order's payments, oldest first: payments stores them in its replica of the order
+        (`attempts.<slot>`; `kept` names the slot of the one it keeps). Each comes with
+        `kept`, whether it is that one."""
+        replica = await self.payments_replica(order_id)
+        if replica is None:
+            return []
+        kept = replica.get("kept")
+        found = [
+            {**attempt, "kept": slot == kept}
+            for slot, attempt in (replica.get("attempts") or {}).items()
+        ]
+        return sorted(found, key=lambda a: (a["createdAt"], a["id"]))
 
     async def payments_replica(self, order_id: str) -> dict[str, Any] | None:
         doc: dict[str, Any] | None = await self.payments_db["orders"].find_one(
@@ -322,15 +330,13 @@ class Probe:
 
     async def settled(self, order_ids: Sequence[str]) -> bool:
         """Quiet, nothing held or armed at the fake, and no payment of these orders half done:
-        no attempt `pending` (the reconciler finishes those), no refund or order check due."""
+        no attempt `pending` (the reconciler finishes those), no refund due."""
         faults = await self.faults()
         if faults["held"] or faults["faults"]:
             return False
         for order_id in order_ids:
             for attempt in await self.attempts(order_id):
                 if attempt["status"] == "pending" or attempt.get("refundDue"):
-                    return False
-                if attempt.get("orderCheckDue"):
                     return False
         return await self.quiet() and await self.quiet()
 
@@ -367,20 +373,20 @@ class Probe:
             problems.append(f"refunds at Stripe {dict(refunds)} for refunded charges {refunded}")
 
         attempts = await self.attempts(order_id)
-        keeping = [a for a in attempts if a.get("keptFor")]
+        keeping = [a for a in attempts if a["kept"]]
         if len(keeping) != wanted_kept or (kept and keeping[0].get("stripeId") != kept[0]["id"]):
             problems.append(
-                f"payments keeps {[(a['_id'], a.get('stripeId')) for a in keeping]} "
+                f"payments keeps {[(a['id'], a.get('stripeId')) for a in keeping]} "
                 f"for the charges kept at Stripe {[i['id'] for i in kept]}"
             )
         for attempt in attempts:
             stripe_id, state = attempt.get("stripeId"), attempt["status"]
-            if state == "pending" or attempt.get("refundDue") or attempt.get("orderCheckDue"):
-                problems.append(f"payment {attempt['_id']} left half done: {attempt}")
-            if state == "succeeded" and not attempt.get("keptFor"):
-                problems.append(f"payment {attempt['_id']} succeeded, neither kept nor refunded")
+            if state == "pending" or attempt.get("refundDue"):
+                problems.append(f"payment {attempt['id']} left half done: {attempt}")
+            if state == "succeeded" and not attempt["kept"]:
+                problems.append(f"payment {attempt['id']} succeeded, neither kept nor refunded")
             if (state == "refunded") != (stripe_id in refunded):
-                problems.append(f"payment {attempt['_id']} is {state}, its charge {stripe_id}")
+                problems.append(f"payment {attempt['id']} is {state}, its charge {stripe_id}")
 
         created = await self.events_of(order_id, "payment.created")
         gone = await self.events_of(order_id, "payment.refunded")
@@ -390,7 +396,7 @@ class Probe:
             if repeats:
                 problems.append(f"{subject} announced twice for {repeats}")
         live = {e["data"]["id"] for e in created} - {e["data"]["id"] for e in gone}
-        wanted_live = {str(a["_id"]) for a in keeping}
+        wanted_live = {a["id"] for a in keeping}
         if live != wanted_live:
             problems.append(f"the bus says payments {live} stand, payments keeps {wanted_live}")
         said_refunded = {e["data"]["stripeId"] for e in gone}

@@ -33,14 +33,13 @@ class OrderCancelledListener(Listener[OrderCancelled]):
         self.gateway = gateway
 
     async def handle(self, event: OrderCancelled) -> None:
-        replicas = OrderReplicas(self.runtime.db)
-        if await replicas.cancel(event) is Applied.GAP:
-            raise Retry(f"order {event.id} version {event.version - 1} has not arrived yet")
-        if not is_cancelled(await replicas.get(event.id)):
-            return
         settlement = Settlement(self.runtime.db, self.runtime.relay, self.gateway)
-        # A refund Stripe does not take now stays due: the reconciler finishes it.
-        await settlement.refund_kept(event.id)
+        if await settlement.orders.cancel(event) is Applied.GAP:
+            raise Retry(f"order {event.id} version {event.version - 1} has not arrived yet")
+        order = await settlement.orders.get(event.id)
+        if order is not None and is_cancelled(order):
+            # A refund Stripe does not take now stays due: the reconciler finishes it.
+            await settlement.refund_kept(order)
 
 
 def listeners(gateway: StripeGateway) -> list[ListenerFactory]:

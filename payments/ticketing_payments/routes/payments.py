@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, status
@@ -12,14 +12,7 @@ from ticketing_common.runtime import Runtime
 from ticketing_common.service import get_runtime
 from ticketing_common.sessions import RequiredUser
 from ticketing_payments.gateway import Refused, StripeGateway, Unavailable
-from ticketing_payments.models import (
-    NewPayment,
-    OrderReplicas,
-    PaymentOut,
-    Payments,
-    amount_in_cents,
-    check_payable,
-)
+from ticketing_payments.models import NewPayment, PaymentOut, attempts
 from ticketing_payments.settings import Settings
 from ticketing_payments.settlement import Outcome, Settlement
 
@@ -51,25 +44,18 @@ async def create_payment(
     settings = runtime.settings
     assert isinstance(settings, Settings)
     settlement = Settlement(runtime.db, runtime.relay, gateway)
-    payments: Payments = settlement.payments
-    order = await OrderReplicas(runtime.db).get(body.orderId)
-    paid = order is not None and await payments.kept_for(str(order["_id"])) is not None
-    order = check_payable(order, user.id, paid, datetime.now(UTC))
-    order_id = str(order["_id"])
     hold = timedelta(seconds=settings.stripe_timeout_seconds + HOLD_MARGIN_SECONDS)
-    attempt, mine = await payments.start(
-        order_id, body.token, amount_in_cents(order["price"]), hold
-    )
+    order, slot, mine = await settlement.orders.start(body.orderId, user.id, body.token, hold)
     try:
-        outcome = await settlement.charge(attempt)
+        outcome = await settlement.charge(order, slot)
     except Refused as refused:
         raise refused.error from None
     except Unavailable:
         if mine:  # a retry of this request may take the attempt over at once
-            await payments.let_go(attempt)
+            await settlement.orders.let_go(body.orderId, slot)
         raise ServiceUnavailableError() from None
     if outcome is Outcome.CANCELLED:
         raise BadRequestError("Cannot pay for an cancelled order")
     if outcome is Outcome.DUPLICATE or not mine:
         raise BadRequestError("Order has already been paid")
-    return PaymentOut(id=str(attempt["_id"]))
+    return PaymentOut(id=attempts(order)[slot]["id"])
