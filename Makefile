@@ -4,9 +4,8 @@
 UV := .uv/bin/uv
 export UV_PROJECT_ENVIRONMENT := $(CURDIR)/.venv
 PYTHON ?= python3
-PACKAGES := common/ticketing_common auth/ticketing_auth tickets/ticketing_tickets \
-	orders/ticketing_orders payments/ticketing_payments expiration/ticketing_expiration \
-	client/ticketing_client infra/devstack/devstack infra/fakestripe/fakestripe nats-test/nats_test
+PACKAGES := $(wildcard */ticketing_*) infra/devstack/devstack infra/fakestripe/fakestripe \
+	nats-test/nats_test
 
 .PHONY: bootstrap run test lint bench clean
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib
 import json
 import os
 import subprocess
@@ -84,8 +85,16 @@ async def _with_outbox_index(collection: Any) -> bool:
     return True
 
 
+def _builder(package: str) -> Any:
+    """A service's app builder: its declaration, or an older tree's `main.build`."""
+    try:
+        return importlib.import_module(f"{package}.service").SERVICE.build
+    except ImportError:
+        return importlib.import_module(f"{package}.main").build
+
+
 def _settings(cls: Any, mongo_url: str, db: str, nats_url: str, **extra: Any) -> Any:
-    from ticketing_common.testing import TEST_JWT_KEY
+    from ticketing_testing import TEST_JWT_KEY
 
     return cls(
         mongo_uri=f"{mongo_url}/{db}",
@@ -123,9 +132,10 @@ async def _listener_rate(mongo_url: str, nats_url: str, events: int) -> float:
     from ticketing_common.bus import EventBus
     from ticketing_common.events import TicketCreated
     from ticketing_common.mongo import connect, database
-    from ticketing_common.testing import serve
-    from ticketing_orders.main import build
+
+    build = _builder("ticketing_orders")
     from ticketing_orders.settings import Settings
+    from ticketing_testing import serve
 
     await _reset_bus(nats_url)
     await _drop(mongo_url, "bench_listener")
@@ -179,17 +189,19 @@ async def _purchase_commands(
     from pymongo import AsyncMongoClient, monitoring
 
     from ticketing_common.bus import EventBus
-    from ticketing_common.testing import bearer, serve
+    from ticketing_testing import bearer, serve
 
     # Made before the counter is registered, so its own polling is not counted.
     watcher: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_url)
     commands = _command_counter()
     monitoring.register(commands)
-    from ticketing_orders.main import build as build_orders
+    build_orders = _builder("ticketing_orders")
     from ticketing_orders.settings import Settings as OrdersSettings
-    from ticketing_payments.main import build as build_payments
+
+    build_payments = _builder("ticketing_payments")
     from ticketing_payments.settings import Settings as PaymentsSettings
-    from ticketing_tickets.main import build as build_tickets
+
+    build_tickets = _builder("ticketing_tickets")
     from ticketing_tickets.settings import Settings as TicketsSettings
 
     await _reset_bus(nats_url)

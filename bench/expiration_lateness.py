@@ -28,9 +28,9 @@ from nats.aio.msg import Msg
 from ticketing_common.bus import EventBus
 from ticketing_common.embedded import free_port, start_nats, start_redis
 from ticketing_common.events import ExpirationComplete, OrderCreated, OrderStatus
-from ticketing_common.testing import serve
-from ticketing_expiration.main import build
+from ticketing_expiration.service import SERVICE as EXPIRATION
 from ticketing_expiration.settings import Settings
+from ticketing_testing import serve
 
 SERVICE = "expiration service (arq job)"
 BASELINE = "baseline (asyncio.sleep + publish)"
@@ -61,7 +61,7 @@ async def measure(
         if len(arrived) == len(due):
             everything.set()
 
-    async with serve(build(settings)):
+    async with serve(EXPIRATION.build(settings)):
         bus = await EventBus.connect(nats_url, name="bench", stream="TICKETING")
         await bus.nc.subscribe("expiration.complete", cb=on_expiration)
         timers = []

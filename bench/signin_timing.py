@@ -16,10 +16,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from ticketing_auth.main import build
+from ticketing_auth.service import SERVICE
 from ticketing_auth.settings import Settings
 from ticketing_common.embedded import free_port, start_mongo
-from ticketing_common.testing import TEST_JWT_KEY, serve
+from ticketing_testing import TEST_JWT_KEY, serve
 
 KINDS = {
     "right password (baseline)": {"email": "known@bench.dev", "password": "right-password"},
@@ -34,7 +34,7 @@ async def measure(mongo_url: str, rounds: int) -> dict[str, list[float]]:
         mongo_uri=f"{mongo_url}/bench_auth", jwt_key=TEST_JWT_KEY, signin_max_failures=10**6
     )
     timings: dict[str, list[float]] = {kind: [] for kind in KINDS}
-    async with serve(build(settings)) as client:
+    async with serve(SERVICE.build(settings)) as client:
         await client.post("/api/users/signup", json=KINDS["right password (baseline)"])
         for _ in range(rounds):
             for kind, body in KINDS.items():

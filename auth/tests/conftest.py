@@ -3,9 +3,9 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from ticketing_auth.main import build
+from ticketing_auth.service import SERVICE
 from ticketing_auth.settings import Settings
-from ticketing_common.testing import TEST_JWT_KEY, serve
+from ticketing_testing import TEST_JWT_KEY, serve
 
 
 def make_settings(mongo_uri: str, **overrides: object) -> Settings:
@@ -23,5 +23,5 @@ def make_settings(mongo_uri: str, **overrides: object) -> Settings:
 
 @pytest.fixture
 async def client(mongo_uri: str) -> AsyncIterator[httpx.AsyncClient]:
-    async with serve(build(make_settings(mongo_uri))) as http:
+    async with serve(SERVICE.build(make_settings(mongo_uri))) as http:
         yield http

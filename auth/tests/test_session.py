@@ -5,7 +5,7 @@ import time
 import jwt
 
 from ticketing_common.sessions import encode_cookie
-from ticketing_common.testing import TEST_JWT_KEY
+from ticketing_testing import TEST_JWT_KEY
 
 CURRENT = "/api/users/currentuser"
 

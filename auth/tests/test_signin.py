@@ -2,7 +2,7 @@ import asyncio
 
 import pytest
 
-from ticketing_auth.main import build
+from ticketing_auth.service import SERVICE
 
 from .conftest import make_settings
 
@@ -73,10 +73,10 @@ async def test_unknown_emails_are_locked_too(client):
 
 
 async def test_the_lock_ends_when_the_window_has_passed(mongo_uri):
-    from ticketing_common.testing import serve
+    from ticketing_testing import serve
 
     settings = make_settings(mongo_uri, signin_max_failures=2, signin_window_seconds=1)
-    async with serve(build(settings)) as http:
+    async with serve(SERVICE.build(settings)) as http:
         await http.post("/api/users/signup", json={"email": "w@test.com", "password": "password"})
         for _ in range(2):
             await http.post(SIGNIN, json={"email": "w@test.com", "password": "wrong"})

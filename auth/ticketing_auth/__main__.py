@@ -1,3 +1,3 @@
-from ticketing_auth.main import main
+from ticketing_auth.service import SERVICE
 
-main()
+SERVICE.main()

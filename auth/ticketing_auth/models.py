@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
@@ -9,8 +10,11 @@ from pydantic import AfterValidator, BaseModel
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
+from ticketing_auth.passwords import Passwords
+from ticketing_auth.settings import Settings
 from ticketing_common.errors import BadRequestError
 from ticketing_common.mongo import Document, Index
+from ticketing_common.runtime import Runtime
 from ticketing_common.validation import email_address, required, rule, trimmed
 
 INDEXES = {
@@ -95,3 +99,21 @@ class SigninFailures:
 
     async def record(self, email: str) -> None:
         await self.collection.insert_one({"email": email, "at": datetime.now(UTC)})
+
+
+@dataclass(frozen=True)
+class Accounts:
+    """What the auth service's routes are given: users, sign-in failures, password hashing."""
+
+    users: Users
+    failures: SigninFailures
+    passwords: Passwords
+
+    @classmethod
+    def of(cls, runtime: Runtime) -> Accounts:
+        settings = runtime.settings
+        assert isinstance(settings, Settings)
+        failures = SigninFailures(
+            runtime.db, settings.signin_max_failures, settings.signin_window_seconds
+        )
+        return cls(Users(runtime.db), failures, Passwords(settings))

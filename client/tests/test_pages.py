@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING, Any
 
 from bson import ObjectId
 
-from ticketing_client.main import build
+from ticketing_client.service import SERVICE
 from ticketing_client.settings import Settings
-from ticketing_common.testing import eventually, serve
+from ticketing_testing import eventually, serve
 
 if TYPE_CHECKING:
     from conftest import Browser
@@ -277,7 +277,7 @@ async def test_stripe_elements_mode(browsers: list[Browser], stack: Any) -> None
         stripe_publishable_key="pk_test_example",
     )
     cookies = {"Cookie": "; ".join(f"{k}={v}" for k, v in buyer.http.cookies.items())}
-    async with serve(build(settings)) as client:
+    async with serve(SERVICE.build(settings)) as client:
         page = await client.get(f"/orders/{order_id}", headers=cookies)
         assert page.status_code == 200
         assert '<script src="https://js.stripe.com/v3/"></script>' in page.text

@@ -1,3 +1,3 @@
-from ticketing_client.main import main
+from ticketing_client.service import SERVICE
 
-main()
+SERVICE.main()

@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+from starlette.exceptions import HTTPException
 
 from ticketing_client.settings import Settings
-from ticketing_common.errors import ApiError, NotFoundError, ServiceUnavailableError
+from ticketing_common.errors import NotFoundError, ServiceUnavailableError
 from ticketing_common.logs import request_id
 from ticketing_common.sessions import COOKIE_NAME
 
@@ -24,12 +25,11 @@ log = logging.getLogger("ticketing.client.api")
 Json = dict[str, Any]
 
 
-class UpstreamError(ApiError):
+class UpstreamError(HTTPException):
     """An API answered a page's read with a status the page cannot show; the page says so."""
 
     def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status_code = status
+        super().__init__(status_code=status, detail=message)
 
 
 @dataclass(frozen=True)

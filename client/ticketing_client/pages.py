@@ -23,8 +23,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ticketing_client.api import Api
 from ticketing_client.settings import Settings
 from ticketing_client.static import asset_url
-from ticketing_common.errors import ApiError, NotFoundError
+from ticketing_common.errors import DomainError, ForbiddenError, NotFoundError
 from ticketing_common.sessions import COOKIE_NAME, CurrentUser, decode_cookie, verify_token
+from ticketing_common.web import status_of
 
 log = logging.getLogger("ticketing.client")
 R = TypeVar("R", bound=Response)
@@ -55,8 +56,7 @@ env.filters["money"] = money
 env.globals["asset"] = asset_url
 
 
-class FormTokenError(ApiError):
-    status_code = 403
+class FormTokenError(ForbiddenError):
     default_message = "Invalid or missing form token"
 
 
@@ -143,7 +143,7 @@ def visitor_of(request: Request) -> Visitor:
     is_new = not _SEED.fullmatch(seed)
     if is_new:
         seed = secrets.token_urlsafe(32)
-    api: Api = request.app.state.api
+    api = request.app.state.runtime.get(Api)
     return Visitor(settings, api, user, raw if user else None, seed, is_new)
 
 
@@ -213,9 +213,9 @@ def error_page(request: Request, status: int, message: str) -> Response:
     return visitor.page("error.html", status=status, title=title, detail=detail)
 
 
-async def _api_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, ApiError)
-    return error_page(request, exc.status_code, exc.message)
+async def _domain_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, DomainError)
+    return error_page(request, status_of(exc), exc.message)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -238,7 +238,7 @@ class HtmlRoute(APIRoute):
         async def guarded(request: Request) -> Response:
             try:
                 return await handler(request)
-            except (StarletteHTTPException, ApiError, RequestValidationError):
+            except (StarletteHTTPException, DomainError, RequestValidationError):
                 raise
             except Exception:
                 log.exception("unexpected error on %s %s", request.method, request.url.path)
@@ -249,6 +249,6 @@ class HtmlRoute(APIRoute):
 
 def install_html_errors(app: FastAPI) -> None:
     """Replace the JSON error bodies of the API services with HTML pages."""
-    app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(DomainError, _domain_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)

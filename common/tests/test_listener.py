@@ -10,7 +10,7 @@ from ticketing_common.events import ExpirationComplete
 from ticketing_common.listener import Listener, Retry
 from ticketing_common.runtime import Runtime
 from ticketing_common.settings import NatsSettings, ServiceSettings
-from ticketing_common.testing import eventually
+from ticketing_testing import eventually
 
 
 class Settings(ServiceSettings, NatsSettings):
@@ -20,12 +20,11 @@ class Settings(ServiceSettings, NatsSettings):
 class Recorder(Listener[ExpirationComplete]):
     """Fails its first `failures` deliveries of each event, then records it."""
 
-    event_type = ExpirationComplete
     failures = 0
     retry = False
 
     def __init__(self, runtime):
-        super().__init__(runtime)
+        super().__init__(runtime, ExpirationComplete, self.handle, ExpirationComplete.key)
         self.seen = []
         self.applied = []
 

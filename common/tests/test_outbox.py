@@ -18,7 +18,7 @@ from ticketing_common.bus import EventBus
 from ticketing_common.events import TicketCreated, TicketUpdated
 from ticketing_common.mongo import connect, database
 from ticketing_common.outbox import Outbox, OutboxRelay, add_events, with_events
-from ticketing_common.testing import eventually, stream_messages
+from ticketing_testing import eventually, stream_messages
 
 
 def _created(oid):

@@ -1,38 +1,15 @@
-"""The error body of SPEC §1, the exceptions that produce it, and their handlers."""
+"""The refusals the SPEC names, as domain errors: what decisions and routes raise. Each kind's
+HTTP status lives in one place, `ticketing_common.web`; nothing here knows the web framework."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
-from typing import Any
-
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from nats.errors import ConnectionClosedError, NoServersError
-from nats.errors import TimeoutError as NatsTimeoutError
-from pymongo.errors import ConnectionFailure, ServerSelectionTimeoutError
-from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
-log = logging.getLogger("ticketing.errors")
 
 ErrorItem = dict[str, str]
 
 
 class Contention(Exception):
     """Other writers kept winning the race for one document: try again later (503)."""
-
-
-# Failures of a dependency rather than of the request: answered with 503.
-OUTAGES: tuple[type[BaseException], ...] = (
-    Contention,
-    ConnectionFailure,
-    ServerSelectionTimeoutError,
-    ConnectionClosedError,
-    NoServersError,
-    NatsTimeoutError,
-)
 
 
 def error_item(message: str, field: str | None = None) -> ErrorItem:
@@ -43,10 +20,9 @@ def error_body(items: Sequence[ErrorItem]) -> dict[str, list[ErrorItem]]:
     return {"errors": list(items)}
 
 
-class ApiError(Exception):
-    """An answer with the SPEC error body; subclasses fix the status and default text."""
+class DomainError(Exception):
+    """A refusal with a message for the user (and the field it is about, if one)."""
 
-    status_code = 400
     default_message = "Bad request"
 
     def __init__(self, message: str | None = None, field: str | None = None) -> None:
@@ -58,107 +34,29 @@ class ApiError(Exception):
         return [error_item(self.message, self.field)]
 
 
-class BadRequestError(ApiError):
-    status_code = 400
+class BadRequestError(DomainError):
+    """The request cannot be done as asked (a rule of the marketplace refuses it)."""
 
 
-class NotAuthorizedError(ApiError):
-    status_code = 401
+class NotAuthorizedError(DomainError):
     default_message = "Not authorized"
 
 
-class PaymentDeclinedError(ApiError):
-    status_code = 402
+class ForbiddenError(DomainError):
+    default_message = "Forbidden"
+
+
+class PaymentDeclinedError(DomainError):
     default_message = "Your card was declined."
 
 
-class NotFoundError(ApiError):
-    status_code = 404
+class NotFoundError(DomainError):
     default_message = "Not Found"
 
 
-class TooManyRequestsError(ApiError):
-    status_code = 429
+class TooManyRequestsError(DomainError):
     default_message = "Too many requests"
 
 
-class ServiceUnavailableError(ApiError):
-    status_code = 503
+class ServiceUnavailableError(DomainError):
     default_message = "Service unavailable"
-
-
-def error_response(status: int, items: Sequence[ErrorItem]) -> JSONResponse:
-    return JSONResponse(error_body(items), status_code=status)
-
-
-def validation_items(errors: Sequence[Any]) -> tuple[int, list[ErrorItem]]:
-    """Map pydantic errors to SPEC items; a bad path parameter is an unknown resource."""
-    items: list[ErrorItem] = []
-    for err in errors:
-        loc = tuple(err.get("loc", ()))
-        if loc[:1] == ("path",):
-            return 404, [error_item(NotFoundError.default_message)]
-        if len(loc) < 2 or err.get("type") == "json_invalid":
-            item = error_item("Request body must be a JSON object")
-        else:
-            message = err["msg"] if err.get("type") == "rule" else "Invalid value"
-            item = error_item(message, str(loc[1]))
-        if item not in items:
-            items.append(item)
-    return 400, items
-
-
-async def _api_error(_: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, ApiError)
-    return error_response(exc.status_code, exc.items())
-
-
-async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, RequestValidationError)
-    status, items = validation_items(exc.errors())
-    return error_response(status, items)
-
-
-async def _http_error(_: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, StarletteHTTPException)
-    if exc.status_code in (404, 405):
-        return error_response(404, [error_item(NotFoundError.default_message)])
-    return error_response(exc.status_code, [error_item(str(exc.detail))])
-
-
-class UnexpectedErrorMiddleware:
-    """Turn an exception that escaped the handlers into a 503 or 500, logged, never leaked."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = False
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, receive, tracking_send)
-        except Exception as exc:
-            if isinstance(exc, OUTAGES):
-                log.warning("dependency unavailable: %r", exc)
-                response = error_response(503, [error_item("Service unavailable")])
-            else:
-                log.exception("unexpected error on %s %s", scope["method"], scope["path"])
-                response = error_response(500, [error_item("Something went wrong")])
-            if started:
-                raise
-            await response(scope, receive, send)
-
-
-def install_error_handlers(app: FastAPI) -> None:
-    app.add_exception_handler(ApiError, _api_error)
-    app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_middleware(UnexpectedErrorMiddleware)

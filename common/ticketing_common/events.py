@@ -36,9 +36,6 @@ class OrderStatus(StrEnum):
     CANCELLED = "cancelled"
 
 
-ACTIVE_ORDER_STATUSES = (OrderStatus.CREATED, OrderStatus.AWAITING_PAYMENT, OrderStatus.COMPLETE)
-
-
 class Event(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
     subject: ClassVar[Subject]

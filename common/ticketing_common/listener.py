@@ -1,13 +1,14 @@
-"""Listeners: durable queue-group consumers with explicit ack, back-off and dead letters."""
+"""Listeners: durable pull consumers with explicit ack, back-off and dead letters, each applying
+one event type through the service's handler for it."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
-from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import ClassVar, Generic, TypeVar
+from typing import Generic, TypeVar
 
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
@@ -29,24 +30,36 @@ FETCH_SECONDS = 0.5
 E = TypeVar("E", bound=Event)
 
 
+def durable_name(service: str, subject: str) -> str:
+    """One durable consumer per (service, subject): a consumer filters one subject."""
+    return f"{service}-{subject.replace('.', '-')}"
+
+
 class Retry(Exception):
     """The event cannot apply yet (e.g. its predecessor has not landed): redeliver it later."""
 
 
-class Listener(ABC, Generic[E]):
+class Listener(Generic[E]):
     """Applies one subject's events; each service's replicas share one durable pull consumer.
 
     Messages are fetched in batches and applied concurrently (up to `listener_concurrency`),
     except that events of one key (the aggregate they change) are applied one after another,
-    in stream order. Each is acked only after its change is stored.
+    in stream order. Each is acked only after `apply` has stored its change; `apply` raises
+    Retry to have an event redelivered later.
     """
 
-    event_type: ClassVar[type[Event]]
-
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        event_type: type[E],
+        apply: Callable[[E], Awaitable[None]],
+        key: Callable[[E], str],
+    ) -> None:
         settings = runtime.settings
         assert isinstance(settings, NatsSettings) and runtime.bus is not None
-        self.runtime: Runtime = runtime
+        self.event_type: type[E] = event_type
+        self.apply: Callable[[E], Awaitable[None]] = apply
+        self.key: Callable[[E], str] = key
         self.bus: EventBus = runtime.bus
         self.service: str = runtime.settings.service_name
         self.ack_wait: float = settings.listener_ack_wait_seconds
@@ -66,16 +79,7 @@ class Listener(ABC, Generic[E]):
 
     @property
     def durable(self) -> str:
-        # One durable per (service, subject): a consumer filters one subject.
-        return f"{self.service}-{self.subject.replace('.', '-')}"
-
-    def key(self, event: E) -> str:
-        """Events of one key apply in order; override when the changed aggregate differs."""
-        return event.key()
-
-    @abstractmethod
-    async def handle(self, event: E) -> None:
-        """Apply the event; raise Retry to have it redelivered later."""
+        return durable_name(self.service, self.subject)
 
     async def start(self) -> None:
         await self._ensure_consumer()
@@ -156,7 +160,7 @@ class Listener(ABC, Generic[E]):
         """Apply `msg` after the previous event of its key, holding one slot until done."""
         try:
             event = self.event_type.model_validate_json(msg.data)
-            key = self.key(event)  # type: ignore[arg-type,unused-ignore]
+            key = self.key(event)
         except ValidationError as exc:
             event, key = None, ""
             error = f"malformed event: {exc}"
@@ -169,7 +173,7 @@ class Listener(ABC, Generic[E]):
                 if event is None:
                     await self._dead_letter(msg, error, _deliveries(msg))
                 else:
-                    await self._process(msg, event)  # type: ignore[arg-type,unused-ignore]
+                    await self._process(msg, event)
             except Exception as exc:  # the bus went away: the message comes back after ack wait
                 log.warning("%s: %r", self.durable, exc)
 
@@ -186,7 +190,7 @@ class Listener(ABC, Generic[E]):
     async def _process(self, msg: Msg, event: E) -> None:
         deliveries = _deliveries(msg)
         try:
-            await self.handle(event)
+            await self.apply(event)
         except Exception as exc:
             reason = "retry" if isinstance(exc, Retry) else "error"
             if deliveries >= self.max_deliver:

@@ -1,4 +1,4 @@
-"""MongoDB access: connecting, ids, JSON-ready documents, indexes, versioned updates."""
+"""MongoDB access: connecting, ids, indexes, versioned updates."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import asyncio
 import random
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from bson import ObjectId
@@ -17,10 +16,8 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from ticketing_common.errors import Contention, NotFoundError
-from ticketing_common.moments import iso
 
 Document = dict[str, Any]
-HIDDEN_FIELDS = ("_id", "outbox", "outboxRev")
 
 
 def connect(uri: str) -> AsyncMongoClient[Document]:
@@ -46,26 +43,6 @@ def require_object_id(value: str) -> ObjectId:
     if oid is None:
         raise NotFoundError()
     return oid
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, ObjectId):
-        return str(value)
-    if isinstance(value, datetime):
-        return iso(value)
-    if isinstance(value, Mapping):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_jsonable(v) for v in value]
-    return value
-
-
-def to_api(doc: Mapping[str, Any], hidden: Iterable[str] = HIDDEN_FIELDS) -> Document:
-    """`_id` becomes `id`; ObjectIds and datetimes become strings; internals are dropped."""
-    out: Document = {"id": str(doc["_id"])}
-    skip = set(hidden)
-    out.update({k: _jsonable(v) for k, v in doc.items() if k not in skip})
-    return out
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
@@ -13,6 +14,8 @@ from ticketing_common.bus import EventBus
 from ticketing_common.mongo import Document, database
 from ticketing_common.outbox import OutboxRelay
 from ticketing_common.settings import ServiceSettings
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -25,6 +28,18 @@ class Runtime:
     relay: OutboxRelay | None = None
     # Further readiness checks a service adds (e.g. its Redis), each answered within 2 s.
     checks: list[Callable[[], Awaitable[bool]]] = field(default_factory=list)
+    # What the service's handlers and routes are given (its `Service.context`).
+    context: Any = None
+    # What its resources opened (a Stripe client, a job scheduler), one per type.
+    parts: dict[type, object] = field(default_factory=dict)
+
+    def provide(self, part: object) -> None:
+        self.parts[type(part)] = part
+
+    def get(self, kind: type[T]) -> T:
+        part = self.parts[kind]
+        assert isinstance(part, kind)
+        return part
 
     @property
     def db(self) -> AsyncDatabase[Document]:

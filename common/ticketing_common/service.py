@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
-from contextlib import asynccontextmanager
-from typing import Any, TypeVar
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
 
 import uvicorn
 from fastapi import APIRouter, FastAPI, Request
@@ -16,23 +17,36 @@ from pymongo.errors import ConfigurationError
 from starlette.types import Lifespan
 
 from ticketing_common.bus import EventBus
-from ticketing_common.errors import error_item, error_response, install_error_handlers
+from ticketing_common.errors import error_item
+from ticketing_common.events import Event
+from ticketing_common.handlers import Handler, Handlers
 from ticketing_common.listener import Listener
 from ticketing_common.logs import RequestContextMiddleware, configure_logging
 from ticketing_common.mongo import Document, Index, connect, ensure_indexes
 from ticketing_common.outbox import OUTBOX_INDEX, OutboxRelay
 from ticketing_common.periodic import Periodic
 from ticketing_common.runtime import Runtime
-from ticketing_common.settings import MongoSettings, NatsSettings, ServiceSettings
+from ticketing_common.settings import MongoSettings, NatsSettings, ServiceSettings, load_settings
+from ticketing_common.web import error_response, install_error_handlers
 
 log = logging.getLogger("ticketing.service")
 T = TypeVar("T")
+S = TypeVar("S", bound=ServiceSettings)
+C = TypeVar("C")
+E = TypeVar("E", bound=Event)
 
 
 async def get_runtime(request: Request) -> Runtime:
     """Dependency: the running service's connections."""
     runtime: Runtime = request.app.state.runtime
     return runtime
+
+
+def context_of(request: Request, kind: type[T]) -> T:
+    """The running service's context (its `Service.context`), for a route's dependency."""
+    context = request.app.state.runtime.context
+    assert isinstance(context, kind)
+    return context
 
 
 async def get_db(request: Request) -> AsyncDatabase[Document]:
@@ -105,88 +119,131 @@ async def _until_up(what: str, attempt: Callable[[], Awaitable[T]], patience: fl
             delay = min(delay * 2, 3.0)
 
 
-ListenerFactory = Callable[[Runtime], Listener[Any]]
+Resource = Callable[[Runtime], AbstractAsyncContextManager[object]]
+
+
+@dataclass(frozen=True)
+class Service(Generic[S, C]):
+    """A service, declared once: the app, its lifespan, `python -m` and the dev runner's
+    topology all come from this.
+
+    - `indexes`, `outbox`: its collections' indexes; the collections whose writes carry events.
+    - `resources`: what it opens once its database and broker are up (a Stripe client, a Redis
+      pool), in order, closed in reverse after the listeners stop; each may `provide` parts.
+    - `context`: what its handlers and routes are given (repositories, gateways), built once.
+    - `handlers`: how it applies each event type it listens to.
+    - `periodic`: the jobs it runs on a timer.
+    - `customize`: a last touch to the app (the client's static files and HTML errors).
+    """
+
+    name: str
+    settings: type[S]
+    routers: Sequence[APIRouter] = ()
+    api_prefix: str | None = None
+    indexes: Mapping[str, Sequence[Index]] = field(default_factory=dict)
+    outbox: Sequence[str] = ()
+    resources: Sequence[Resource] = ()
+    context: Callable[[Runtime], C] | None = None
+    handlers: Handlers[C] = field(default_factory=dict)
+    periodic: Sequence[Periodic] = ()
+    customize: Callable[[FastAPI], None] | None = None
+
+    @property
+    def uses_mongo(self) -> bool:
+        return issubclass(self.settings, MongoSettings)
+
+    def build(self, settings: S) -> FastAPI:
+        """The service's app; its lifespan connects, starts and stops everything."""
+
+        @asynccontextmanager
+        async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+            async with run_service(self, app, settings):
+                yield
+
+        app = service_app(
+            settings,
+            title=self.name,
+            api_prefix=self.api_prefix,
+            routers=self.routers,
+            lifespan=lifespan,
+        )
+        if self.customize is not None:
+            self.customize(app)
+        return app
+
+    def main(self) -> None:
+        """`python -m` the service: settings from the environment, served until SIGTERM."""
+        settings = load_settings(self.settings)
+        serve_forever(self.build(settings), settings)
 
 
 @asynccontextmanager
-async def run_service(
-    app: FastAPI,
-    settings: ServiceSettings,
-    *,
-    indexes: Mapping[str, Sequence[Index]] | None = None,
-    outbox: Sequence[str] = (),
-    listeners: Sequence[ListenerFactory] = (),
-    periodic: Sequence[Periodic] = (),
-) -> AsyncIterator[Runtime]:
-    """Connect what the settings name, start relay and listeners; undo it all gracefully."""
+async def run_service(service: Service[S, C], app: FastAPI, settings: S) -> AsyncIterator[Runtime]:
+    """Connect what the settings name, open the resources, start relay, listeners and timers;
+    undo it all gracefully, in reverse."""
     runtime = Runtime(settings)
     started: list[Listener[Any]] = []
-    timers = [p.timer(runtime) for p in periodic]
+    timers = [p.timer(runtime) for p in service.periodic]
     timeout = settings.startup_timeout_seconds
-    wanted = {name: list(specs) for name, specs in (indexes or {}).items()}
-    for name in outbox:
+    wanted = {name: list(specs) for name, specs in service.indexes.items()}
+    for name in service.outbox:
         wanted.setdefault(name, []).append(OUTBOX_INDEX)
-    try:
-        if isinstance(settings, MongoSettings):
-            runtime.mongo = connect(settings.mongo_uri)
-            await _until_up("mongodb", lambda: ensure_indexes(runtime.db, wanted), timeout)
-        if isinstance(settings, NatsSettings):
-            runtime.bus = await _until_up(
-                "nats",
-                lambda: EventBus.connect(
-                    settings.nats_url,
-                    name=settings.service_name,
-                    stream=settings.nats_stream,
-                    limits=settings.stream_limits(),
-                ),
-                timeout,
-            )
-            if outbox:
-                runtime.relay = OutboxRelay(
-                    runtime.bus,
-                    [runtime.db[name] for name in outbox],
-                    sweep_seconds=settings.outbox_sweep_seconds,
+    async with AsyncExitStack() as stack:
+        try:
+            if isinstance(settings, MongoSettings):
+                runtime.mongo = connect(settings.mongo_uri)
+                await _until_up("mongodb", lambda: ensure_indexes(runtime.db, wanted), timeout)
+            if isinstance(settings, NatsSettings):
+                runtime.bus = await _until_up(
+                    "nats",
+                    lambda: EventBus.connect(
+                        settings.nats_url,
+                        name=settings.service_name,
+                        stream=settings.nats_stream,
+                        limits=settings.stream_limits(),
+                    ),
+                    timeout,
                 )
-                await runtime.relay.start()
-            for make in listeners:
-                listener = make(runtime)
+                if service.outbox:
+                    runtime.relay = OutboxRelay(
+                        runtime.bus,
+                        [runtime.db[name] for name in service.outbox],
+                        sweep_seconds=settings.outbox_sweep_seconds,
+                    )
+                    await runtime.relay.start()
+            for resource in service.resources:
+                await stack.enter_async_context(resource(runtime))
+            if service.context is not None:
+                runtime.context = service.context(runtime)
+            for event_type, handler in service.handlers.items():
+                listener = _listener(runtime, event_type, handler)
                 await listener.start()
                 started.append(listener)
-        for timer in timers:
-            timer.start()
-        app.state.runtime = runtime
-        yield runtime
-    finally:
-        for timer in timers:
-            await timer.stop()
-        for listener in started:
-            await listener.stop()
-        if runtime.relay is not None:
-            await runtime.relay.stop()
-        if runtime.bus is not None:
-            await runtime.bus.close()
-        if runtime.mongo is not None:
-            await runtime.mongo.close()
+            for timer in timers:
+                timer.start()
+            app.state.runtime = runtime
+            yield runtime
+        finally:
+            for timer in timers:
+                await timer.stop()
+            for listener in started:
+                await listener.stop()
+            await stack.aclose()
+            if runtime.relay is not None:
+                await runtime.relay.stop()
+            if runtime.bus is not None:
+                await runtime.bus.close()
+            if runtime.mongo is not None:
+                await runtime.mongo.close()
 
 
-def service_lifespan(
-    settings: ServiceSettings,
-    *,
-    indexes: Mapping[str, Sequence[Index]] | None = None,
-    outbox: Sequence[str] = (),
-    listeners: Sequence[ListenerFactory] = (),
-    periodic: Sequence[Periodic] = (),
-) -> Lifespan[FastAPI]:
-    """The lifespan a service's `main.py` hands to its app: `run_service` around the app's life."""
+def _listener(runtime: Runtime, event_type: type[E], handler: Handler[E, Any]) -> Listener[E]:
+    context = runtime.context
 
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with run_service(
-            app, settings, indexes=indexes, outbox=outbox, listeners=listeners, periodic=periodic
-        ):
-            yield
+    async def apply(event: E) -> None:
+        await handler.apply(event, context)
 
-    return lifespan
+    return Listener(runtime, event_type, apply, handler.key_of)
 
 
 def serve_forever(app: FastAPI, settings: ServiceSettings) -> None:

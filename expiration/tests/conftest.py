@@ -10,9 +10,9 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from ticketing_common.bus import EventBus
 from ticketing_common.events import OrderCreated, OrderStatus
-from ticketing_common.testing import serve
-from ticketing_expiration.main import build
+from ticketing_expiration.service import SERVICE
 from ticketing_expiration.settings import Settings
+from ticketing_testing import serve
 
 
 def make_settings(nats_url: str, redis_url: str, **overrides: object) -> Settings:
@@ -36,7 +36,7 @@ def settings(nats_url: str, redis_url: str) -> Settings:
 
 @pytest.fixture
 async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    async with serve(build(settings)) as http:
+    async with serve(SERVICE.build(settings)) as http:
         yield http
 
 

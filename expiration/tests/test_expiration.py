@@ -5,8 +5,9 @@ from pathlib import Path
 from arq.jobs import Job, JobStatus
 
 from ticketing_common.embedded import free_port, start_redis
-from ticketing_common.testing import eventually, serve
-from ticketing_expiration.main import build
+from ticketing_expiration.service import SERVICE
+from ticketing_expiration.worker import JobRunner
+from ticketing_testing import eventually, serve
 
 from .conftest import acked, fast_forward, in_seconds, make_settings, order_created, publish
 
@@ -61,14 +62,14 @@ async def test_an_order_already_past_its_time_expires_at_once(client, bus, expir
 
 async def test_a_job_outlives_a_restart_of_the_service(settings, bus, pool, expirations):
     event = order_created(in_seconds(3600))
-    async with serve(build(settings)):
+    async with serve(SERVICE.build(settings)):
         seq = await publish(bus, event)
         await eventually(lambda: acked(bus, DURABLE, seq))
     # Stopped before the order's time: the job waits in Redis, nothing was published.
     assert await _scheduled(pool, event.id)
     assert await expirations.of(event.id) == []
     await fast_forward(pool, event.id)
-    async with serve(build(settings)):  # a new instance
+    async with serve(SERVICE.build(settings)):  # a new instance
         await eventually(lambda: expirations.of(event.id))
     assert await _status(pool, event.id) == JobStatus.complete
 
@@ -80,7 +81,7 @@ async def test_a_job_outlives_a_restart_of_redis(nats_url, bus, expirations, tmp
     redis = start_redis(tmp_path / "redis", port)
     try:
         settings = make_settings(nats_url, redis.url)
-        app = build(settings)
+        app = SERVICE.build(settings)
         async with serve(app) as client:
             pool = await create_pool(RedisSettings.from_dsn(redis.url))
             try:
@@ -91,7 +92,7 @@ async def test_a_job_outlives_a_restart_of_redis(nats_url, bus, expirations, tmp
 
                 redis.stop()
                 assert (await client.get("/readyz")).status_code == 503
-                await eventually(lambda: _async(app.state.job_runner.restarts > 0))
+                await eventually(lambda: _async(app.state.runtime.get(JobRunner).restarts > 0))
                 redis = start_redis(tmp_path / "redis", port)  # same data directory (AOF)
 
                 assert await eventually(lambda: _scheduled(pool, event.id))
@@ -136,7 +137,7 @@ async def test_a_job_due_while_nats_is_down_publishes_once_it_is_back(redis_url,
     nats = start_nats(tmp_path / "nats", port)
     try:
         settings = make_settings(nats.url, redis_url)
-        async with serve(build(settings)):
+        async with serve(SERVICE.build(settings)):
             bus = await EventBus.connect(nats.url, name="expiration-test", stream="TICKETING")
             event = order_created(in_seconds(3600))
             seq = await publish(bus, event)

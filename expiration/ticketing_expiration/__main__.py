@@ -1,3 +1,3 @@
-from ticketing_expiration.main import main
+from ticketing_expiration.service import SERVICE
 
-main()
+SERVICE.main()

@@ -12,6 +12,7 @@ import base64
 import copy
 import functools
 import importlib.resources
+import importlib.util
 import json
 import re
 import shutil
@@ -26,6 +27,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from ticketing_common.registry import installed_services
 from ticketing_common.settings import NatsSettings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,24 +39,25 @@ K8S_VERSION = "1.32.0"
 
 Doc = dict[str, Any]
 
-# service -> (directory, workspace package, module run by `python -m`)
-IMAGES: dict[str, tuple[str, str, str]] = {
-    "auth": ("auth", "ticketing-auth", "ticketing_auth"),
-    "tickets": ("tickets", "ticketing-tickets", "ticketing_tickets"),
-    "orders": ("orders", "ticketing-orders", "ticketing_orders"),
-    "payments": ("payments", "ticketing-payments", "ticketing_payments"),
-    "expiration": ("expiration", "ticketing-expiration", "ticketing_expiration"),
-    "client": ("client", "ticketing-client", "ticketing_client"),
-    "fakestripe": ("infra/fakestripe", "ticketing-fakestripe", "fakestripe"),
-}
-SERVICES = ["auth", "tickets", "orders", "payments", "expiration", "client"]
-DB_SERVICES = ["auth", "tickets", "orders", "payments"]
+# The services, as they declare themselves (see ticketing_common.registry).
+INSTALLED = installed_services()
+SERVICES = [s.name for s in INSTALLED]
+DB_SERVICES = [s.name for s in INSTALLED if s.uses_mongo]
 DATASTORES = [f"{s}-mongo" for s in DB_SERVICES] + ["nats", "redis"]
-API_ROUTES = {
-    "/api/users": "auth",
-    "/api/tickets": "tickets",
-    "/api/orders": "orders",
-    "/api/payments": "payments",
+API_ROUTES = {s.route: s.name for s in INSTALLED if s.route and s.route != "/"}
+
+
+# service -> (directory, workspace package, module run by `python -m`)
+def _directory(module: str) -> str:
+    """The repository folder of a service package (where its Dockerfile is)."""
+    spec = importlib.util.find_spec(module)
+    assert spec is not None and spec.origin is not None, module
+    return str(Path(spec.origin).parent.parent.relative_to(ROOT))
+
+
+IMAGES: dict[str, tuple[str, str, str]] = {
+    **{s.name: (_directory(s.module), s.distribution, s.module) for s in INSTALLED},
+    "fakestripe": ("infra/fakestripe", "ticketing-fakestripe", "fakestripe"),
 }
 # What each service needs (layout contract); *_FILE stands in for a secret value.
 REQUIRED_ENV: dict[str, set[str]] = {

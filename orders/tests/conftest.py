@@ -11,15 +11,15 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from ticketing_common.bus import EventBus
 from ticketing_common.mongo import Document
-from ticketing_common.testing import (
+from ticketing_orders.service import SERVICE
+from ticketing_orders.settings import Settings
+from ticketing_testing import (
     bearer,
     consumer_caught_up,
     serve,
     service_settings,
     stream_messages,
 )
-from ticketing_orders.main import build
-from ticketing_orders.settings import Settings
 
 
 def make_settings(mongo_uri: str, nats_url: str, **overrides: object) -> Settings:
@@ -34,7 +34,7 @@ def start(mongo_uri: str, nats_url: str) -> Start:
     """`async with start(**setting_overrides) as http:` runs the orders service in-process."""
 
     def starter(**overrides: object) -> AbstractAsyncContextManager[httpx.AsyncClient]:
-        return serve(build(make_settings(mongo_uri, nats_url, **overrides)))
+        return serve(SERVICE.build(make_settings(mongo_uri, nats_url, **overrides)))
 
     return starter
 

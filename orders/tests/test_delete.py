@@ -3,7 +3,7 @@
 import pytest
 from bson import ObjectId
 
-from ticketing_common.testing import eventually
+from ticketing_testing import eventually
 
 URL = "/api/orders"
 

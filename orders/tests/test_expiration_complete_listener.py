@@ -5,7 +5,7 @@ from bson import ObjectId
 
 from ticketing_common.deadletters import dead_letters
 from ticketing_common.events import ExpirationComplete
-from ticketing_common.testing import eventually
+from ticketing_testing import eventually
 
 from .conftest import stored_order
 

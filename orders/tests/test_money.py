@@ -3,8 +3,8 @@
 from bson import ObjectId
 
 from ticketing_common.events import TicketUpdated
-from ticketing_common.testing import eventually
-from ticketing_orders.events.listeners import cancel_overdue
+from ticketing_orders.events.handlers import cancel_overdue
+from ticketing_testing import eventually
 
 from .conftest import stored_order
 

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from bson import ObjectId
 
-from ticketing_common.testing import eventually
+from ticketing_testing import eventually
 
 URL = "/api/orders"
 RESERVED = {"errors": [{"message": "Ticket is already reserved"}]}

@@ -9,8 +9,8 @@ from bson import ObjectId
 
 from ticketing_common.bus import EventBus
 from ticketing_common.embedded import free_port, start_nats
-from ticketing_common.testing import answers_ready, eventually, spawn_service, stream_messages
 from ticketing_orders.models import new_order
+from ticketing_testing import answers_ready, eventually, spawn_service, stream_messages
 
 
 async def test_an_event_left_in_the_outbox_is_published_once_at_start(

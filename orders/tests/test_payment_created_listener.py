@@ -4,7 +4,7 @@ from bson import ObjectId
 
 from ticketing_common.deadletters import dead_letters
 from ticketing_common.events import PaymentCreated, PaymentRefunded
-from ticketing_common.testing import eventually
+from ticketing_testing import eventually
 
 from .conftest import stored_order
 

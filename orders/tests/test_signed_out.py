@@ -4,7 +4,7 @@ import pytest
 from bson import ObjectId
 
 from ticketing_common.sessions import encode_cookie, issue_token
-from ticketing_common.testing import TEST_JWT_KEY
+from ticketing_testing import TEST_JWT_KEY
 
 URL = "/api/orders"
 UNAUTHORIZED = {"errors": [{"message": "Not authorized"}]}

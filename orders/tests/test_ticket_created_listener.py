@@ -3,7 +3,7 @@
 from bson import ObjectId
 
 from ticketing_common.events import TicketCreated
-from ticketing_common.testing import eventually
+from ticketing_testing import eventually
 
 
 def _event(**changes):

@@ -1,3 +1,3 @@
-from ticketing_orders.main import main
+from ticketing_orders.service import SERVICE
 
-main()
+SERVICE.main()

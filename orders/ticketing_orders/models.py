@@ -9,6 +9,7 @@ embedded server ignores partial filters; sparse indexes behave the same on both.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
@@ -32,6 +33,7 @@ from ticketing_common.moments import epoch_ms, iso
 from ticketing_common.mongo import Document, Index, object_id
 from ticketing_common.outbox import Outbox, OutboxRelay, add_events, with_events
 from ticketing_common.replica import Applied, apply_next, event_object_id, insert_first
+from ticketing_common.runtime import Runtime
 from ticketing_common.validation import required, rule
 
 ORDERS = "orders"
@@ -302,3 +304,15 @@ class TicketReplica:
         """Version N lands only on top of N-1, so updates apply in the order tickets made them."""
         update = {"$set": {"title": event.title, "price": event.price}}
         return await apply_next(self.collection, event_object_id(event.id), event.version, update)
+
+
+@dataclass(frozen=True)
+class Storage:
+    """What the orders service's handlers and routes are given."""
+
+    orders: Orders
+    tickets: TicketReplica
+
+    @classmethod
+    def of(cls, runtime: Runtime) -> Storage:
+        return cls(Orders(runtime.db, runtime.relay), TicketReplica(runtime.db))

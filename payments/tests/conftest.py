@@ -13,11 +13,11 @@ from fastapi import FastAPI
 from ticketing_common.bus import EventBus
 from ticketing_common.embedded import Server, free_port, wait_for_port
 from ticketing_common.events import OrderCreated, OrderStatus
-from ticketing_common.testing import bearer, serve, service_settings, stream_messages
-from ticketing_payments.main import build
 from ticketing_payments.models import OrderReplicas
 from ticketing_payments.reconciler import reconcile as reconciler_pass
+from ticketing_payments.service import SERVICE
 from ticketing_payments.settings import Settings
+from ticketing_testing import bearer, serve, service_settings, stream_messages
 
 WEBHOOK_SECRET = "whsec_payments_tests_secret"
 STRIPE_KEY = "sk_test_payments"
@@ -142,7 +142,7 @@ def settings(mongo_uri: str, nats_url: str, fake: FakeStripe) -> Settings:
 
 @pytest.fixture
 def app(settings: Settings) -> FastAPI:
-    return build(settings)
+    return SERVICE.build(settings)
 
 
 @pytest.fixture
@@ -153,7 +153,7 @@ async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 
 async def reconcile(app: FastAPI) -> Counter[str]:
     """One pass of the running app's reconciler, as its timer would run it."""
-    return await reconciler_pass(app.state.runtime, app.state.gateway)
+    return await reconciler_pass(app.state.runtime)
 
 
 def new_id() -> str:

@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 
 from ticketing_common.deadletters import dead_letters
 from ticketing_common.events import OrderCancelled, OrderCreated, OrderStatus
-from ticketing_common.testing import eventually
+from ticketing_testing import eventually
 
 from .conftest import new_id
 

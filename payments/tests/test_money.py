@@ -12,9 +12,9 @@ from bson import ObjectId
 
 from ticketing_common.events import OrderCancelled
 from ticketing_common.moments import epoch_ms, now_ms
-from ticketing_common.testing import consumer_caught_up, eventually
 from ticketing_payments.gateway import refund_key
 from ticketing_payments.models import MAX_ATTEMPTS
+from ticketing_testing import consumer_caught_up, eventually
 
 from .conftest import (
     STRIPE_KEY,
@@ -289,15 +289,15 @@ async def test_the_reconciler_fails_a_declined_attempt_whose_answer_was_lost(app
 async def test_the_reconciler_leaves_an_attempt_to_its_request_for_a_while(
     mongo_uri, nats_url, db, fake
 ):
-    from ticketing_common.testing import serve
-    from ticketing_payments.main import build
+    from ticketing_payments.service import SERVICE
+    from ticketing_testing import serve
 
     from .conftest import make_settings
 
     settings = make_settings(mongo_uri, nats_url, fake.url, reconcile_after_seconds=600)
     user_id = new_id()
     order = await add_order(db, user_id=user_id)
-    app = build(settings)
+    app = SERVICE.build(settings)
     async with serve(app) as client:
         await fake.fault(match=CHARGE, fail=500, count=1)
         assert (await pay(client, order, user_id)).status_code == 503
@@ -380,15 +380,15 @@ async def test_a_refund_marked_due_before_a_crash_is_finished_by_the_reconciler(
 
 
 async def test_the_reconciler_runs_on_its_timer(mongo_uri, nats_url, db, bus, fake):
-    from ticketing_common.testing import serve
-    from ticketing_payments.main import build
+    from ticketing_payments.service import SERVICE
+    from ticketing_testing import serve
 
     from .conftest import make_settings
 
     settings = make_settings(mongo_uri, nats_url, fake.url, reconcile_seconds=0.1)
     user_id = new_id()
     order = await add_order(db, user_id=user_id)
-    async with serve(build(settings)) as client:
+    async with serve(SERVICE.build(settings)) as client:
         await fake.fault(match=CHARGE, fail_after_processing=True, count=1)
         assert (await pay(client, order, user_id)).status_code == 503
         (attempt,) = await payments_of(db, order["_id"])
@@ -408,8 +408,8 @@ async def _succeeded(db, payment_id):
 async def test_payments_stored_before_attempts_are_upgraded(mongo_uri, nats_url, db, fake):
     """Payments stored in their own collection, as a payment per order (the oldest shape) or
     as attempts, move into their orders' documents when the service starts."""
-    from ticketing_common.testing import serve
-    from ticketing_payments.main import build
+    from ticketing_payments.service import SERVICE
+    from ticketing_testing import serve
 
     from .conftest import make_settings
 
@@ -459,7 +459,7 @@ async def test_payments_stored_before_attempts_are_upgraded(mongo_uri, nats_url,
         },
     ]
     await db["payments"].insert_many(legacy)
-    async with serve(build(make_settings(mongo_uri, nats_url, fake.url))) as client:
+    async with serve(SERVICE.build(make_settings(mongo_uri, nats_url, fake.url))) as client:
         assert await db["payments"].count_documents({}) == 0
         (first,) = await payments_of(db, oldest["_id"])
         assert (first["id"], first["status"], first["stripeId"]) == (

@@ -3,7 +3,7 @@
 import asyncio
 
 from ticketing_common.events import OrderStatus
-from ticketing_common.testing import eventually
+from ticketing_testing import eventually
 
 from .conftest import add_order, all_payments, bus_messages, new_id, payments_of, signin
 
@@ -207,15 +207,15 @@ async def test_an_amount_stripe_cannot_charge_is_a_400_with_its_message(client, 
 
 async def test_stripe_unreachable_is_a_503(mongo_uri, nats_url, db):
     from ticketing_common.embedded import free_port
-    from ticketing_common.testing import serve
-    from ticketing_payments.main import build
+    from ticketing_payments.service import SERVICE
+    from ticketing_testing import serve
 
     from .conftest import make_settings
 
     settings = make_settings(mongo_uri, nats_url, f"http://127.0.0.1:{free_port()}")
     user_id = new_id()
     order = await add_order(db, user_id=user_id)
-    async with serve(build(settings)) as client:
+    async with serve(SERVICE.build(settings)) as client:
         response = await _pay(client, order, user_id)
     assert response.status_code == 503
     assert errors(response) == [{"message": "Service unavailable"}]

@@ -10,7 +10,7 @@ import time
 
 import httpx
 
-from ticketing_common.testing import eventually
+from ticketing_testing import eventually
 
 from .conftest import (
     WEBHOOK_SECRET,
@@ -167,14 +167,14 @@ async def test_a_missing_or_bad_signature_is_a_400_and_changes_nothing(client, d
 
 
 async def test_without_a_webhook_secret_every_webhook_is_refused(mongo_uri, nats_url, db, fake):
-    from ticketing_common.testing import serve
-    from ticketing_payments.main import build
+    from ticketing_payments.service import SERVICE
+    from ticketing_testing import serve
 
     from .conftest import make_settings
 
     settings = make_settings(mongo_uri, nats_url, fake.url, stripe_webhook_secret=None)
     payload = json.dumps({"id": "evt_1", "type": "payment_intent.succeeded"}).encode()
-    async with serve(build(settings)) as client:
+    async with serve(SERVICE.build(settings)) as client:
         response = await client.post(
             HOOK, content=payload, headers={"Stripe-Signature": sign(payload)}
         )
@@ -204,10 +204,10 @@ async def test_webhooks_stripe_posts_over_http_are_applied_once(settings, db, fa
     import uvicorn
 
     from ticketing_common.embedded import free_port
-    from ticketing_payments.main import build
+    from ticketing_payments.service import SERVICE
 
     port = free_port()
-    config = uvicorn.Config(build(settings), host="127.0.0.1", port=port, log_config=None)
+    config = uvicorn.Config(SERVICE.build(settings), host="127.0.0.1", port=port, log_config=None)
     server = uvicorn.Server(config)
     serving = asyncio.create_task(server.serve())
     try:

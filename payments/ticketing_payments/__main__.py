@@ -1,3 +1,3 @@
-from ticketing_payments.main import main
+from ticketing_payments.service import SERVICE
 
-main()
+SERVICE.main()

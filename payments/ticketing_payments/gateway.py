@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import stripe
 
-from ticketing_common.errors import ApiError, BadRequestError, PaymentDeclinedError
+from ticketing_common.errors import BadRequestError, DomainError, PaymentDeclinedError
 from ticketing_payments.settings import Settings
 
 log = logging.getLogger("ticketing.payments.stripe")
@@ -23,7 +23,7 @@ ALREADY_REFUNDED = {"charge_already_refunded"}
 class Refused(Exception):
     """Stripe answered and this attempt can never charge: it failed, with `error` to show."""
 
-    def __init__(self, error: ApiError, stripe_id: str | None = None) -> None:
+    def __init__(self, error: DomainError, stripe_id: str | None = None) -> None:
         super().__init__(error.message)
         self.error = error
         self.stripe_id = stripe_id

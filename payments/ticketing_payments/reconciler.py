@@ -18,7 +18,7 @@ from ticketing_common.moments import epoch_ms
 from ticketing_common.mongo import Document
 from ticketing_common.periodic import Periodic
 from ticketing_common.runtime import Runtime
-from ticketing_payments.gateway import Refused, StripeGateway, Unavailable
+from ticketing_payments.gateway import Refused, Unavailable
 from ticketing_payments.models import PaymentStatus, attempts
 from ticketing_payments.settings import Settings
 from ticketing_payments.settlement import Outcome, Settlement
@@ -28,13 +28,14 @@ log = logging.getLogger("ticketing.payments.reconciler")
 BATCH = 100
 
 
-async def reconcile(runtime: Runtime, gateway: StripeGateway) -> Counter[str]:
+async def reconcile(runtime: Runtime) -> Counter[str]:
     """One pass; returns what it did, by kind (`settled`, `failed`, `refunded`, ...)."""
     settings = runtime.settings
     assert isinstance(settings, Settings)
     now = datetime.now(UTC)
     before = now - timedelta(seconds=settings.reconcile_after_seconds)
-    settlement = Settlement(runtime.db, runtime.relay, gateway)
+    settlement = runtime.context
+    assert isinstance(settlement, Settlement)
     orders = settlement.orders
     done: Counter[str] = Counter()
 
@@ -88,13 +89,10 @@ async def reconcile(runtime: Runtime, gateway: StripeGateway) -> Counter[str]:
     return done
 
 
-def reconciler(gateway: StripeGateway) -> Periodic:
-    def seconds(runtime: Runtime) -> float:
-        settings = runtime.settings
-        assert isinstance(settings, Settings)
-        return settings.reconcile_seconds
+def _seconds(runtime: Runtime) -> float:
+    settings = runtime.settings
+    assert isinstance(settings, Settings)
+    return settings.reconcile_seconds
 
-    async def job(runtime: Runtime) -> Counter[str]:
-        return await reconcile(runtime, gateway)
 
-    return Periodic("payments-reconciler", seconds=seconds, job=job)
+RECONCILER = Periodic("payments-reconciler", seconds=_seconds, job=reconcile)

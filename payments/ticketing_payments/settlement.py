@@ -20,6 +20,7 @@ from ticketing_payments.models import (
     CURRENCY,
     OrderReplicas,
     PaymentStatus,
+    WebhookEvents,
     amount_in_cents,
     attempt_slot,
     attempts,
@@ -49,6 +50,7 @@ class Settlement:
         self, db: AsyncDatabase[Document], relay: OutboxRelay | None, gateway: StripeGateway
     ) -> None:
         self.orders = OrderReplicas(db, relay)
+        self.webhook_events = WebhookEvents(db)
         self.gateway = gateway
 
     async def charge(self, order: Document, slot: str) -> Outcome:

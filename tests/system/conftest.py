@@ -6,7 +6,7 @@ import uuid
 import httpx
 import pytest
 
-from ticketing_common.testing import eventually
+from ticketing_testing import eventually
 
 
 class User:

@@ -27,7 +27,7 @@ from nats.js.errors import NotFoundError
 from pymongo import AsyncMongoClient
 
 from ticketing_common.bus import DEAD_LETTER_STREAM
-from ticketing_common.testing import eventually
+from ticketing_testing import eventually
 
 from .conftest import User
 

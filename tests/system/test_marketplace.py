@@ -5,7 +5,7 @@ import json
 
 import nats
 
-from ticketing_common.testing import eventually
+from ticketing_testing import eventually
 
 from .conftest import listed
 

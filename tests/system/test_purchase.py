@@ -7,7 +7,7 @@ import pytest
 from redis.asyncio import Redis
 
 from ticketing_common.bus import EventBus
-from ticketing_common.testing import eventually, stream_messages
+from ticketing_testing import eventually, stream_messages
 
 from .conftest import listed, user_factory
 

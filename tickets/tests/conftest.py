@@ -17,14 +17,14 @@ from ticketing_common.events import (
     PricedTicketRef,
     TicketRef,
 )
-from ticketing_common.testing import (
+from ticketing_testing import (
     bearer,
     consumer_caught_up,
     serve,
     service_settings,
     stream_messages,
 )
-from ticketing_tickets.main import build
+from ticketing_tickets.service import SERVICE
 from ticketing_tickets.settings import Settings
 
 TICKETS = "/api/tickets"
@@ -42,7 +42,7 @@ def start(mongo_uri: str, nats_url: str) -> Start:
     """`async with start(**setting_overrides) as http:` runs the tickets service in-process."""
 
     def starter(**overrides: object) -> AbstractAsyncContextManager[httpx.AsyncClient]:
-        return serve(build(make_settings(mongo_uri, nats_url, **overrides)))
+        return serve(SERVICE.build(make_settings(mongo_uri, nats_url, **overrides)))
 
     return starter
 

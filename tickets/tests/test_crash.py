@@ -6,7 +6,7 @@ from bson import ObjectId
 
 from ticketing_common.deadletters import dead_letters
 from ticketing_common.embedded import free_port
-from ticketing_common.testing import (
+from ticketing_testing import (
     answers_ready,
     consumer_caught_up,
     eventually,

@@ -7,7 +7,7 @@ awaited with `eventually`, and "acks the message" is read from the service's dur
 from bson import ObjectId
 
 from ticketing_common.deadletters import dead_letters
-from ticketing_common.testing import eventually
+from ticketing_testing import eventually
 
 TICKETS = "/api/tickets"
 

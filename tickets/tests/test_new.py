@@ -2,7 +2,7 @@
 
 import pytest
 
-from ticketing_common.testing import eventually
+from ticketing_testing import eventually
 
 TICKETS = "/api/tickets"
 TITLE_ERROR = {"message": "Title is required", "field": "title"}
@@ -27,7 +27,7 @@ async def test_returns_a_status_other_than_401_if_the_user_is_signed_in(client, 
 
 async def test_a_session_cookie_signs_in_too(client):
     from ticketing_common.sessions import encode_cookie, issue_token
-    from ticketing_common.testing import TEST_JWT_KEY
+    from ticketing_testing import TEST_JWT_KEY
 
     token = issue_token("6a0000000000000000000001", "a@test.com", TEST_JWT_KEY, 3600)
     client.cookies.set("session", encode_cookie(token))

@@ -6,7 +6,7 @@ from bson import ObjectId
 
 from ticketing_common.events import TicketCreated
 from ticketing_common.outbox import with_events
-from ticketing_common.testing import eventually
+from ticketing_testing import eventually
 
 
 async def store_unpublished_ticket(db):

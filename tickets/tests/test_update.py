@@ -5,7 +5,7 @@ import asyncio
 import pytest
 from bson import ObjectId
 
-from ticketing_common.testing import eventually
+from ticketing_testing import eventually
 
 TICKETS = "/api/tickets"
 VALID = {"title": "new title", "price": 100}

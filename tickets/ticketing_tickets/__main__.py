@@ -1,3 +1,3 @@
-from ticketing_tickets.main import main
+from ticketing_tickets.service import SERVICE
 
-main()
+SERVICE.main()

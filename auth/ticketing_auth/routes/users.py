@@ -6,11 +6,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response, status
 
-from ticketing_auth.models import SignIn, SigninFailures, SignUp, UserOut, Users
+from ticketing_auth.models import Accounts, SignIn, SigninFailures, SignUp, UserOut, Users
 from ticketing_auth.passwords import Passwords
 from ticketing_auth.settings import Settings
 from ticketing_common.errors import BadRequestError, TooManyRequestsError
-from ticketing_common.service import get_db
+from ticketing_common.service import context_of
 from ticketing_common.sessions import OptionalUser, clear_session, issue_token, set_session
 from ticketing_common.settings import get_settings
 
@@ -18,19 +18,15 @@ router = APIRouter(tags=["users"])
 
 
 async def get_users(request: Request) -> Users:
-    return Users(await get_db(request))
+    return context_of(request, Accounts).users
 
 
 async def get_failures(request: Request) -> SigninFailures:
-    settings: Settings = await get_settings(request)
-    return SigninFailures(
-        await get_db(request), settings.signin_max_failures, settings.signin_window_seconds
-    )
+    return context_of(request, Accounts).failures
 
 
 async def get_passwords(request: Request) -> Passwords:
-    passwords: Passwords = request.app.state.passwords
-    return passwords
+    return context_of(request, Accounts).passwords
 
 
 UsersDep = Annotated[Users, Depends(get_users)]

@@ -37,19 +37,11 @@ from ticketing_common.embedded import (
     start_nats,
     start_redis,
 )
+from ticketing_common.registry import installed_services
 
 LogSink = Callable[[str, str], None]
 """Receives (part name, one line of its output)."""
 
-SERVICES = ("auth", "tickets", "orders", "payments", "expiration", "client")
-WITH_MONGO = frozenset({"auth", "tickets", "orders", "payments"})
-ROUTES = {
-    "auth": "/api/users",
-    "tickets": "/api/tickets",
-    "orders": "/api/orders",
-    "payments": "/api/payments",
-    "client": "/",
-}
 DEV_STRIPE_KEY = "sk_test_dev"
 WEBHOOK_PATH = "/api/payments/webhook"
 DEFAULT_INGRESS_PORT = 8080
@@ -190,7 +182,7 @@ class Stack:
         ingress_port: int | None = None,
         env: Mapping[str, str] | None = None,
         log: LogSink | None = None,
-        services: Iterable[str] = SERVICES,
+        services: Iterable[str] | None = None,
         start_timeout: float = 90.0,
         stop_timeout: float = 15.0,
     ) -> None:
@@ -202,7 +194,11 @@ class Stack:
             ingress_port = int(self.environ.get("INGRESS_PORT") or DEFAULT_INGRESS_PORT)
         self.requested_ingress_port = ingress_port
         self.sink = log
-        self.wanted = tuple(services)
+        # Every installed service (each declares itself), or only those named.
+        known = {s.name: s for s in installed_services()}
+        self.wanted = (
+            tuple(known[n] for n in services) if services is not None else tuple(known.values())
+        )
         self.start_timeout = start_timeout
         self.stop_timeout = stop_timeout
         self.parts: list[Part] = []
@@ -305,26 +301,32 @@ class Stack:
             self.say("a real STRIPE_KEY is set: payments use the Stripe API")
 
         ports: dict[str, int] = {}
-        for name in self.wanted:
-            if runnable(f"ticketing_{name}"):
-                ports[name] = self._free_port()
+        for service in self.wanted:
+            if runnable(service.module):
+                ports[service.name] = self._free_port()
             else:
-                self.skipped.append(name)
+                self.skipped.append(service.name)
         if self.skipped:
             self.say(f"not runnable yet, skipped: {', '.join(self.skipped)}")
-        for name in ("auth", "tickets", "orders", "payments"):
+        apis = [s for s in self.wanted if s.route and s.route != "/"]
+        for service in apis:
             # A skipped service's URL is the ingress, which answers its routes with the SPEC 503.
-            port = ports.get(name, ingress_port)
-            common[f"{name.upper()}_URL"] = f"http://127.0.0.1:{port}"
-        for name, port in ports.items():
-            own = {"MONGO_URI": f"{mongo.url}/{name}"} if name in WITH_MONGO else {}
-            if name == "payments" and webhook_secret:
+            port = ports.get(service.name, ingress_port)
+            common[f"{service.name.upper()}_URL"] = f"http://127.0.0.1:{port}"
+        for service in self.wanted:
+            if service.name not in ports:
+                continue
+            own = {"MONGO_URI": f"{mongo.url}/{service.name}"} if service.uses_mongo else {}
+            if service.name == "payments" and webhook_secret:
                 own["STRIPE_WEBHOOK_SECRET"] = webhook_secret
-            part = self._spawn(name, "service", f"ticketing_{name}", {**common, **own}, port)
+            env = {**common, **own}
+            part = self._spawn(service.name, "service", service.module, env, ports[service.name])
             waiting.append((part, "/readyz"))
         # The ingress needs nothing running to start (its routes answer 503 until their service
         # does), so it starts alongside the services.
-        routes = {ROUTES[p.name]: p.url for p in self.parts if p.name in ROUTES}
+        routes = {
+            s.route: p.url for s in self.wanted for p in self.parts if p.name == s.name and s.route
+        }
         ingress_env = {"INGRESS_HOST": "127.0.0.1", "ROUTES": json.dumps(routes)}
         ingress = self._spawn("ingress", "ingress", "devstack.ingress", ingress_env, ingress_port)
         waiting.append((ingress, None))

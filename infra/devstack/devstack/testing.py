@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from devstack.stack import SERVICES, Stack
+from devstack.stack import Stack
 
 
 @contextmanager
 def start_stack(
-    root: Path, env: Mapping[str, str] | None = None, *, services: Iterable[str] = SERVICES
+    root: Path, env: Mapping[str, str] | None = None, *, services: Iterable[str] | None = None
 ) -> Iterator[Stack]:
     """A started stack under `root` with `env` on top of every child's environment (and only
     `services`, when a test needs fewer); stopped, no process left, when the block ends."""

@@ -22,7 +22,7 @@ from devstack.cli import duration, render, size
 from devstack.stack import is_alive, process_start
 from ticketing_common.bus import EventBus
 from ticketing_common.embedded import free_port, port_is_free
-from ticketing_common.testing import eventually
+from ticketing_testing import eventually
 
 TICKETING = [str(Path(sys.executable).with_name("ticketing"))]
 

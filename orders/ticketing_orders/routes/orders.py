@@ -7,18 +7,17 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request, Response, status
 
 from ticketing_common.mongo import require_object_id
-from ticketing_common.service import get_runtime
+from ticketing_common.service import context_of
 from ticketing_common.sessions import RequiredUser
 from ticketing_common.settings import get_settings
-from ticketing_orders.models import NewOrder, OrderOut, Orders, cancel_by_user
+from ticketing_orders.models import NewOrder, OrderOut, Orders, Storage, cancel_by_user
 from ticketing_orders.settings import Settings
 
 router = APIRouter(tags=["orders"])
 
 
 async def get_orders(request: Request) -> Orders:
-    runtime = await get_runtime(request)
-    return Orders(runtime.db, runtime.relay)
+    return context_of(request, Storage).orders
 
 
 OrdersDep = Annotated[Orders, Depends(get_orders)]

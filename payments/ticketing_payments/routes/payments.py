@@ -8,10 +8,10 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request, status
 
 from ticketing_common.errors import BadRequestError, ServiceUnavailableError
-from ticketing_common.runtime import Runtime
-from ticketing_common.service import get_runtime
+from ticketing_common.service import context_of
 from ticketing_common.sessions import RequiredUser
-from ticketing_payments.gateway import Refused, StripeGateway, Unavailable
+from ticketing_common.settings import get_settings
+from ticketing_payments.gateway import Refused, Unavailable
 from ticketing_payments.models import NewPayment, PaymentOut, attempts
 from ticketing_payments.settings import Settings
 from ticketing_payments.settlement import Outcome, Settlement
@@ -22,18 +22,17 @@ router = APIRouter(tags=["payments"])
 HOLD_MARGIN_SECONDS = 5.0
 
 
-async def get_gateway(request: Request) -> StripeGateway:
-    gateway: StripeGateway = request.app.state.gateway
-    return gateway
+async def get_settlement(request: Request) -> Settlement:
+    return context_of(request, Settlement)
 
 
-RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
-GatewayDep = Annotated[StripeGateway, Depends(get_gateway)]
+SettlementDep = Annotated[Settlement, Depends(get_settlement)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)
 async def create_payment(
-    body: NewPayment, user: RequiredUser, runtime: RuntimeDep, gateway: GatewayDep
+    body: NewPayment, user: RequiredUser, settlement: SettlementDep, settings: SettingsDep
 ) -> PaymentOut:
     """Record the attempt, charge it through Stripe, keep it for the order.
 
@@ -41,9 +40,6 @@ async def create_payment(
     charges once; the request that recorded it answers 201, a concurrent repeat 400
     `Order has already been paid`. A charge that cannot be kept is refunded.
     """
-    settings = runtime.settings
-    assert isinstance(settings, Settings)
-    settlement = Settlement(runtime.db, runtime.relay, gateway)
     hold = timedelta(seconds=settings.stripe_timeout_seconds + HOLD_MARGIN_SECONDS)
     order, slot, mine = await settlement.orders.start(body.orderId, user.id, body.token, hold)
     try:

@@ -5,17 +5,13 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Annotated, Any
+from typing import Any
 
 import stripe
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 
 from ticketing_common.errors import BadRequestError
-from ticketing_common.settings import get_settings
-from ticketing_payments.models import WebhookEvents
-from ticketing_payments.routes.payments import GatewayDep, RuntimeDep
-from ticketing_payments.settings import Settings
-from ticketing_payments.settlement import Settlement
+from ticketing_payments.routes.payments import SettingsDep, SettlementDep
 
 log = logging.getLogger("ticketing.payments.webhooks")
 
@@ -24,8 +20,6 @@ router = APIRouter(tags=["payments"])
 # How old a signature may be (Stripe's default): a replayed old delivery is refused.
 TOLERANCE_SECONDS = 300
 INVALID_SIGNATURE = "Invalid signature"
-
-SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
 def verified_event(payload: bytes, header: str | None, secret: str | None) -> dict[str, Any]:
@@ -48,7 +42,7 @@ def verified_event(payload: bytes, header: str | None, secret: str | None) -> di
 
 @router.post("/webhook", include_in_schema=False)
 async def stripe_webhook(
-    request: Request, runtime: RuntimeDep, gateway: GatewayDep, settings: SettingsDep
+    request: Request, settlement: SettlementDep, settings: SettingsDep
 ) -> dict[str, bool]:
     event = verified_event(
         await request.body(),
@@ -56,7 +50,6 @@ async def stripe_webhook(
         settings.stripe_webhook_secret,
     )
     kind = str(event.get("type") or "")
-    settlement = Settlement(runtime.db, runtime.relay, gateway)
     appliers: dict[str, Callable[[Mapping[str, Any]], Awaitable[bool]]] = {
         "payment_intent.succeeded": settlement.intent_succeeded,
         "payment_intent.payment_failed": settlement.intent_failed,
@@ -65,7 +58,7 @@ async def stripe_webhook(
     apply = appliers.get(kind)
     if apply is None:
         return {"received": True}  # not an event this service acts on
-    handled = WebhookEvents(runtime.db)
+    handled = settlement.webhook_events
     if not await handled.first_time(event["id"], kind):
         return {"received": True}
     data = event.get("data")

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Query, Request, status
 
 from ticketing_common.errors import NotFoundError
 from ticketing_common.mongo import require_object_id
-from ticketing_common.service import get_runtime
+from ticketing_common.service import context_of
 from ticketing_common.sessions import RequiredUser
 from ticketing_tickets.models import (
     Limit,
@@ -24,8 +24,7 @@ router = APIRouter(tags=["tickets"])
 
 
 async def get_tickets(request: Request) -> Tickets:
-    runtime = await get_runtime(request)
-    return Tickets(runtime.db, runtime.relay)
+    return context_of(request, Tickets)
 
 
 TicketsDep = Annotated[Tickets, Depends(get_tickets)]

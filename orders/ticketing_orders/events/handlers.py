@@ -1,4 +1,4 @@
-"""What the orders service does with other services' events."""
+"""How the orders service applies other services' events, and its overdue sweep."""
 
 from __future__ import annotations
 
@@ -13,36 +13,28 @@ from ticketing_common.events import (
     TicketCreated,
     TicketUpdated,
 )
-from ticketing_common.listener import Listener, Retry
+from ticketing_common.handlers import Handlers, handlers, on
+from ticketing_common.listener import Retry
 from ticketing_common.mongo import Document, object_id
 from ticketing_common.periodic import Periodic
 from ticketing_common.replica import Applied, event_object_id
 from ticketing_common.runtime import Runtime
-from ticketing_common.service import ListenerFactory
-from ticketing_orders.models import Orders, TicketReplica, expire
+from ticketing_orders.models import Orders, Storage, expire
 from ticketing_orders.settings import Settings
 
-log = logging.getLogger("ticketing.orders.listeners")
+log = logging.getLogger("ticketing.orders.handlers")
 CANCELLED = OrderStatus.CANCELLED
 
 
-class TicketCreatedListener(Listener[TicketCreated]):
+async def replicate_ticket(event: TicketCreated, storage: Storage) -> None:
     """Start the replica of a new ticket; a repeat finds it there and is ignored."""
-
-    event_type = TicketCreated
-
-    async def handle(self, event: TicketCreated) -> None:
-        await TicketReplica(self.runtime.db).insert(event)
+    await storage.tickets.insert(event)
 
 
-class TicketUpdatedListener(Listener[TicketUpdated]):
+async def update_ticket(event: TicketUpdated, storage: Storage) -> None:
     """Apply ticket changes strictly in version order; wait (redelivery) across a gap."""
-
-    event_type = TicketUpdated
-
-    async def handle(self, event: TicketUpdated) -> None:
-        if await TicketReplica(self.runtime.db).update(event) is Applied.GAP:
-            raise Retry(f"ticket {event.id} version {event.version - 1} has not arrived yet")
+    if await storage.tickets.update(event) is Applied.GAP:
+        raise Retry(f"ticket {event.id} version {event.version - 1} has not arrived yet")
 
 
 async def _order(orders: Orders, order_id: str) -> Document:
@@ -54,38 +46,32 @@ async def _order(orders: Orders, order_id: str) -> Document:
     return order
 
 
-class ExpirationCompleteListener(Listener[ExpirationComplete]):
+async def expire_order(event: ExpirationComplete, storage: Storage) -> None:
     """Cancel an order nobody paid for in time; a paid or cancelled one stays as it is."""
-
-    event_type = ExpirationComplete
-
-    async def handle(self, event: ExpirationComplete) -> None:
-        orders = Orders(self.runtime.db, self.runtime.relay)
-        order = await _order(orders, event.orderId)
-        await orders.transition(order, expire)
+    order = await _order(storage.orders, event.orderId)
+    await storage.orders.transition(order, expire)
 
 
-class PaymentCreatedListener(Listener[PaymentCreated]):
+async def complete_order(event: PaymentCreated, storage: Storage) -> None:
     """Mark the order paid; a repeat finds it complete, a cancelled order stays cancelled."""
-
-    event_type = PaymentCreated
-
-    async def handle(self, event: PaymentCreated) -> None:
-        orders = Orders(self.runtime.db, self.runtime.relay)
-        if await orders.complete(event_object_id(event.orderId)) is not None:
-            return
-        if (await _order(orders, event.orderId))["status"] == CANCELLED:
-            log.warning("order %s paid after it was cancelled: payments refunds it", event.orderId)
+    if await storage.orders.complete(event_object_id(event.orderId)) is not None:
+        return
+    if (await _order(storage.orders, event.orderId))["status"] == CANCELLED:
+        log.warning("order %s paid after it was cancelled: payments refunds it", event.orderId)
 
 
-class PaymentRefundedListener(Listener[PaymentRefunded]):
+async def record_refund(event: PaymentRefunded, storage: Storage) -> None:
     """Record on the order that its payment was given back; the status stays as it is."""
+    await storage.orders.record_refund((await _order(storage.orders, event.orderId))["_id"])
 
-    event_type = PaymentRefunded
 
-    async def handle(self, event: PaymentRefunded) -> None:
-        orders = Orders(self.runtime.db, self.runtime.relay)
-        await orders.record_refund((await _order(orders, event.orderId))["_id"])
+HANDLERS: Handlers[Storage] = handlers(
+    on(TicketCreated, replicate_ticket),
+    on(TicketUpdated, update_ticket),
+    on(ExpirationComplete, expire_order),
+    on(PaymentCreated, complete_order),
+    on(PaymentRefunded, record_refund),
+)
 
 
 async def cancel_overdue(runtime: Runtime) -> int:
@@ -111,12 +97,3 @@ OVERDUE_SWEEP = Periodic(
     seconds=lambda runtime: _settings(runtime).overdue_sweep_seconds,
     job=cancel_overdue,
 )
-
-
-LISTENERS: list[ListenerFactory] = [
-    TicketCreatedListener,
-    TicketUpdatedListener,
-    ExpirationCompleteListener,
-    PaymentCreatedListener,
-    PaymentRefundedListener,
-]

@@ -1,4 +1,5 @@
-"""Pytest fixtures: real embedded servers once per session, a clean slate for every test.
+"""The test harness, a pytest plugin: real embedded servers once per session, a clean slate for
+every test. Not part of the services' runtime (it needs pytest and httpx: the `testing` extra).
 
 Set TEST_MONGO_URI, TEST_NATS_URL or TEST_REDIS_URL to run the same suite against servers of
 your own (a real MongoDB, say) instead of the embedded ones.
@@ -16,7 +17,7 @@ import sys
 import threading
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import ExitStack, asynccontextmanager, suppress
+from contextlib import AbstractAsyncContextManager, ExitStack, asynccontextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -35,8 +36,11 @@ from pymongo.asynchronous.database import AsyncDatabase
 from ticketing_common.bus import DEAD_LETTER_STREAM, EventBus
 from ticketing_common.embedded import free_port, start_mongo, start_nats, start_redis
 from ticketing_common.events import Event
+from ticketing_common.listener import durable_name
 from ticketing_common.mongo import Document, connect, database
+from ticketing_common.service import Service
 from ticketing_common.sessions import issue_token
+from ticketing_common.settings import NatsSettings, ServiceSettings
 
 T = TypeVar("T")
 TEST_JWT_KEY = "test-jwt-key-that-is-long-enough-for-hs256"
@@ -231,6 +235,84 @@ def spawn_service(module: str, port: int, **env: str) -> subprocess.Popen[bytes]
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+
+
+# --- one service under test: each service's conftest provides `service` (its declaration) ----
+
+
+@pytest.fixture
+def settings(service: Service[Any, Any], request: pytest.FixtureRequest) -> ServiceSettings:
+    """The service's settings under test: its own database, the test bus and Redis, quick
+    retries. A conftest overrides this fixture to add what its service needs (Stripe, say)."""
+    values: dict[str, object] = {"jwt_key": TEST_JWT_KEY, "cookie_secure": False}
+    fields = service.settings.model_fields
+    if service.uses_mongo:
+        values["mongo_uri"] = request.getfixturevalue("mongo_uri")
+    if issubclass(service.settings, NatsSettings):
+        values.update(
+            nats_url=request.getfixturevalue("nats_url"),
+            listener_backoff_seconds=0.05,
+            listener_ack_wait_seconds=1,
+            listener_max_deliver=5,
+            outbox_sweep_seconds=0.2,
+        )
+    if "redis_url" in fields:
+        values["redis_url"] = request.getfixturevalue("redis_url")
+    made: ServiceSettings = service.settings(**{k: v for k, v in values.items() if k in fields})
+    return made
+
+
+Start = Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]]
+
+
+@pytest.fixture
+def start(service: Service[Any, Any], settings: ServiceSettings) -> Start:
+    """Start the service in-process, with settings changed by keyword: `async with
+    start(listener_max_deliver=2) as client`."""
+
+    def starter(**overrides: object) -> AbstractAsyncContextManager[httpx.AsyncClient]:
+        return serve(service.build(settings.model_copy(update=overrides)))
+
+    return starter
+
+
+@pytest.fixture
+async def client(start: Start) -> AsyncIterator[httpx.AsyncClient]:
+    """The running service (its listeners and timers too), over HTTP."""
+    async with start() as http:
+        yield http
+
+
+@pytest.fixture
+def signin() -> Callable[..., dict[str, str]]:
+    """Headers of a signed-in user: `signin()` a new one, `signin(user_id)` that one."""
+    return bearer
+
+
+Published = Callable[[str], Awaitable[list[dict[str, Any]]]]
+
+
+@pytest.fixture
+def published(bus: EventBus) -> Published:
+    """The payloads on the stream under one subject, oldest first."""
+
+    async def read(subject: str) -> list[dict[str, Any]]:
+        return [message["data"] for message in await stream_messages(bus, subject)]
+
+    return read
+
+
+Acked = Callable[[str, int], Awaitable[bool]]
+
+
+@pytest.fixture
+def acked(bus: EventBus, service: Service[Any, Any]) -> Acked:
+    """Whether the service has applied and acked everything on `subject` up to stream `seq`."""
+
+    async def check(subject: str, seq: int) -> bool:
+        return await consumer_caught_up(bus, durable_name(service.name, subject), seq)
+
+    return check
 
 
 async def answers_ready(url: str) -> bool:

@@ -1,0 +1,139 @@
+"""The web edge every service shares: domain errors and validation failures as the SPEC §1
+error body with their HTTP status (the one place that maps them), and the last-resort 503/500."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from nats.errors import ConnectionClosedError, NoServersError
+from nats.errors import TimeoutError as NatsTimeoutError
+from pymongo.errors import ConnectionFailure, ServerSelectionTimeoutError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ticketing_common.errors import (
+    BadRequestError,
+    Contention,
+    DomainError,
+    ErrorItem,
+    ForbiddenError,
+    NotAuthorizedError,
+    NotFoundError,
+    PaymentDeclinedError,
+    ServiceUnavailableError,
+    TooManyRequestsError,
+    error_body,
+    error_item,
+)
+
+log = logging.getLogger("ticketing.errors")
+
+STATUS: dict[type[DomainError], int] = {
+    BadRequestError: 400,
+    NotAuthorizedError: 401,
+    PaymentDeclinedError: 402,
+    ForbiddenError: 403,
+    NotFoundError: 404,
+    TooManyRequestsError: 429,
+    ServiceUnavailableError: 503,
+}
+
+# Failures of a dependency rather than of the request: answered with 503.
+OUTAGES: tuple[type[BaseException], ...] = (
+    Contention,
+    ConnectionFailure,
+    ServerSelectionTimeoutError,
+    ConnectionClosedError,
+    NoServersError,
+    NatsTimeoutError,
+)
+
+
+def status_of(error: DomainError) -> int:
+    """The HTTP status of a domain error: its own kind's, or the nearest parent's."""
+    for kind in type(error).__mro__:
+        if kind in STATUS:
+            return STATUS[kind]
+    return 400
+
+
+def error_response(status: int, items: Sequence[ErrorItem]) -> JSONResponse:
+    return JSONResponse(error_body(items), status_code=status)
+
+
+def validation_items(errors: Sequence[Any]) -> tuple[int, list[ErrorItem]]:
+    """Map pydantic errors to SPEC items; a bad path parameter is an unknown resource."""
+    items: list[ErrorItem] = []
+    for err in errors:
+        loc = tuple(err.get("loc", ()))
+        if loc[:1] == ("path",):
+            return 404, [error_item(NotFoundError.default_message)]
+        if len(loc) < 2 or err.get("type") == "json_invalid":
+            item = error_item("Request body must be a JSON object")
+        else:
+            message = err["msg"] if err.get("type") == "rule" else "Invalid value"
+            item = error_item(message, str(loc[1]))
+        if item not in items:
+            items.append(item)
+    return 400, items
+
+
+async def _domain_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, DomainError)
+    return error_response(status_of(exc), exc.items())
+
+
+async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    status, items = validation_items(exc.errors())
+    return error_response(status, items)
+
+
+async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code in (404, 405):
+        return error_response(404, [error_item(NotFoundError.default_message)])
+    return error_response(exc.status_code, [error_item(str(exc.detail))])
+
+
+class UnexpectedErrorMiddleware:
+    """Turn an exception that escaped the handlers into a 503 or 500, logged, never leaked."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:
+            if isinstance(exc, OUTAGES):
+                log.warning("dependency unavailable: %r", exc)
+                response = error_response(503, [error_item("Service unavailable")])
+            else:
+                log.exception("unexpected error on %s %s", scope["method"], scope["path"])
+                response = error_response(500, [error_item("Something went wrong")])
+            if started:
+                raise
+            await response(scope, receive, send)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(DomainError, _domain_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_middleware(UnexpectedErrorMiddleware)

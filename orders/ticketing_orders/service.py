@@ -1,0 +1,22 @@
+"""The orders service, declared once: reserve a ticket as an order, list, show and cancel
+orders; follow tickets, expirations and payments."""
+
+from __future__ import annotations
+
+from ticketing_common.service import Service
+from ticketing_orders.events.handlers import HANDLERS, OVERDUE_SWEEP
+from ticketing_orders.models import INDEXES, ORDERS, Storage
+from ticketing_orders.routes import orders
+from ticketing_orders.settings import Settings
+
+SERVICE: Service[Settings, Storage] = Service(
+    name="orders",
+    settings=Settings,
+    api_prefix="/api/orders",
+    routers=[orders.router],
+    indexes=INDEXES,
+    outbox=[ORDERS],
+    context=Storage.of,
+    handlers=HANDLERS,
+    periodic=[OVERDUE_SWEEP],
+)
