@@ -7,7 +7,7 @@ PYTHON ?= python3
 PACKAGES := $(wildcard */ticketing_*) infra/devstack/devstack infra/fakestripe/fakestripe \
 	nats-test/nats_test
 
-.PHONY: bootstrap run test lint bench clean
+.PHONY: bootstrap run test test-fast lint bench clean
 
 bootstrap: .venv/.installed
 
@@ -24,6 +24,10 @@ run: bootstrap
 
 test: bootstrap
 	.venv/bin/pytest
+
+# The unit lane: pure decisions and contracts, no server started.
+test-fast: bootstrap
+	.venv/bin/pytest -p no:cacheprovider $(wildcard */tests/unit)
 
 lint: bootstrap
 	.venv/bin/ruff check .

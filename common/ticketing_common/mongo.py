@@ -18,6 +18,8 @@ from pymongo.errors import DuplicateKeyError
 from ticketing_common.errors import Contention, NotFoundError
 
 Document = dict[str, Any]
+# A MongoDB update: operator (`$set`, `$unset`, `$inc`, `$min`) -> fields.
+Update = dict[str, dict[str, Any]]
 
 
 def connect(uri: str) -> AsyncMongoClient[Document]:
