@@ -2,10 +2,6 @@ import asyncio
 
 import pytest
 
-from ticketing_auth.service import SERVICE
-
-from .conftest import make_settings
-
 SIGNIN = "/api/users/signin"
 INVALID = {"errors": [{"message": "Invalid credentials"}]}
 
@@ -72,11 +68,8 @@ async def test_unknown_emails_are_locked_too(client):
     assert locked.status_code == 429
 
 
-async def test_the_lock_ends_when_the_window_has_passed(mongo_uri):
-    from ticketing_testing import serve
-
-    settings = make_settings(mongo_uri, signin_max_failures=2, signin_window_seconds=1)
-    async with serve(SERVICE.build(settings)) as http:
+async def test_the_lock_ends_when_the_window_has_passed(start):
+    async with start(signin_max_failures=2, signin_window_seconds=1) as http:
         await http.post("/api/users/signup", json={"email": "w@test.com", "password": "password"})
         for _ in range(2):
             await http.post(SIGNIN, json={"email": "w@test.com", "password": "wrong"})

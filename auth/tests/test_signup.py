@@ -1,7 +1,5 @@
 import asyncio
 
-from pymongo import MongoClient
-
 SIGNUP = "/api/users/signup"
 
 
@@ -82,9 +80,8 @@ async def test_twenty_concurrent_signups_with_one_email_give_one_201(client):
     )
 
 
-async def test_only_an_argon2_hash_is_stored(client, mongo_uri):
+async def test_only_an_argon2_hash_is_stored(client, db):
     response = await client.post(SIGNUP, json={"email": "hash@test.com", "password": "secret1"})
     assert "secret1" not in response.text
-    with MongoClient(mongo_uri) as mongo:
-        stored = mongo.get_default_database().users.find_one({"email": "hash@test.com"})
+    stored = await db.users.find_one({"email": "hash@test.com"})
     assert stored["password"].startswith("$argon2id$")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ticketing_auth.models import INDEXES, Accounts
+from ticketing_auth.repository import INDEXES, Accounts
 from ticketing_auth.routes import users
 from ticketing_auth.settings import Settings
 from ticketing_common.service import Service

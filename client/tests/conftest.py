@@ -1,4 +1,7 @@
-"""Client tests run against the whole system: the `stack` fixture of `devstack.testing`."""
+"""Client tests run against the whole system (the `stack` fixture of `devstack.testing`):
+visitors (`browsers`, `visitor`) through its ingress; and, with the harness's fixtures
+(`service`, `settings`, `start`, `client` of `ticketing_testing`), the client in-process on the
+stack's APIs, with settings of a test's own. The unit lane (`unit/`) needs neither."""
 
 from __future__ import annotations
 
@@ -8,6 +11,11 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+
+from devstack.stack import Stack
+from ticketing_client.service import SERVICE
+from ticketing_client.settings import Settings
+from ticketing_common.service import Service
 
 CSRF = re.compile(r'name="csrf_token" value="([0-9a-f]+)"')
 
@@ -66,10 +74,37 @@ class Browser:
         return found.group(1)
 
 
+def stack_jwt_key(stack: Stack) -> str:
+    """The JWT key the stack gave its services (set, or made once under its data folder)."""
+    return stack.environ.get("JWT_KEY") or (stack.data / "jwt_key").read_text().strip()
+
+
 @pytest.fixture
-async def browsers(stack: object) -> AsyncIterator[list[Browser]]:
+def service() -> Service[Settings, None]:
+    """The service under test, for the harness's `start` and `client`."""
+    return SERVICE
+
+
+@pytest.fixture
+def settings(stack: Stack) -> Settings:
+    """The client's settings under test: the running stack's APIs and JWT key, so that a client
+    started in-process (`start(stripe_publishable_key=...)`, `client`) sees the stack's users,
+    tickets and orders and reads its session cookies."""
+    urls = stack.service_urls
+    return Settings(
+        jwt_key=stack_jwt_key(stack),
+        cookie_secure=False,
+        auth_url=urls["auth"],
+        tickets_url=urls["tickets"],
+        orders_url=urls["orders"],
+        payments_url=urls["payments"],
+    )
+
+
+@pytest.fixture
+async def browsers(stack: Stack) -> AsyncIterator[list[Browser]]:
     """Up to three independent visitors of the running system."""
-    url = stack.url  # type: ignore[attr-defined]
+    url = stack.url
     clients = [httpx.AsyncClient(base_url=url, timeout=20) for _ in range(3)]
     try:
         yield [Browser(c) for c in clients]

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import re
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from bson import ObjectId
 
-from ticketing_client.service import SERVICE
-from ticketing_client.settings import Settings
-from ticketing_testing import eventually, serve
+from ticketing_testing import Start, eventually
 
 if TYPE_CHECKING:
     from conftest import Browser
+
+    from devstack.stack import Stack
 
 CSRF = re.compile(r'name="csrf_token" value="([0-9a-f]+)"')
 
@@ -206,7 +206,7 @@ async def test_purchase_countdown_decline_and_pay(browsers: list[Browser]) -> No
     assert "You bought this ticket." in ticket_page.text
 
 
-async def test_cancelled_order_page(browsers: list[Browser], stack: object) -> None:
+async def test_cancelled_order_page(browsers: list[Browser], stack: Stack) -> None:
     import httpx
 
     seller, buyer = browsers[0], browsers[1]
@@ -217,8 +217,7 @@ async def test_cancelled_order_page(browsers: list[Browser], stack: object) -> N
     order_id = order_id_of(bought.headers["location"])
     # Cancelling is an API action only (the original had no page for it).
     session = buyer.http.cookies["session"]
-    url = stack.url  # type: ignore[attr-defined]
-    async with httpx.AsyncClient(base_url=url, cookies={"session": session}) as api:
+    async with httpx.AsyncClient(base_url=stack.url, cookies={"session": session}) as api:
         gone = await api.delete(f"/api/orders/{order_id}")
     assert gone.status_code == 204
     page = await buyer.get(f"/orders/{order_id}")
@@ -251,12 +250,7 @@ async def test_static_files(visitor: Browser) -> None:
         assert "immutable" in asset.headers["cache-control"]
 
 
-def stack_jwt_key(stack: Any) -> str:
-    """The JWT key the stack gave its services (set, or made once under its data folder)."""
-    return stack.environ.get("JWT_KEY") or (stack.data / "jwt_key").read_text().strip()
-
-
-async def test_stripe_elements_mode(browsers: list[Browser], stack: Any) -> None:
+async def test_stripe_elements_mode(browsers: list[Browser], start: Start) -> None:
     """With a publishable key the order page loads Stripe.js and posts the PaymentMethod id."""
     seller, buyer = browsers[0], browsers[1]
     await seller.signup()
@@ -266,18 +260,9 @@ async def test_stripe_elements_mode(browsers: list[Browser], stack: Any) -> None
     bought = await buyer.submit(f"/tickets/{ticket_id}", {})
     order_id = order_id_of(bought.headers["location"])
 
-    urls = stack.service_urls
-    settings = Settings(
-        jwt_key=stack_jwt_key(stack),
-        cookie_secure=False,
-        auth_url=urls["auth"],
-        tickets_url=urls["tickets"],
-        orders_url=urls["orders"],
-        payments_url=urls["payments"],
-        stripe_publishable_key="pk_test_example",
-    )
     cookies = {"Cookie": "; ".join(f"{k}={v}" for k, v in buyer.http.cookies.items())}
-    async with serve(SERVICE.build(settings)) as client:
+    # The client in-process on the stack's APIs, with a publishable key of its own.
+    async with start(stripe_publishable_key="pk_test_example") as client:
         page = await client.get(f"/orders/{order_id}", headers=cookies)
         assert page.status_code == 200
         assert '<script src="https://js.stripe.com/v3/"></script>' in page.text

@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from ticketing_client.api import Api
-from ticketing_client.pages import install_html_errors
+from ticketing_client.error_pages import install_html_errors
 from ticketing_client.routes import auth, orders, tickets
 from ticketing_client.settings import Settings
 from ticketing_client.static import Assets

@@ -2,7 +2,6 @@ import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
-import httpx
 import pytest
 from arq.connections import ArqRedis, RedisSettings, create_pool
 from bson import ObjectId
@@ -12,39 +11,17 @@ from ticketing_common.bus import EventBus
 from ticketing_common.events import OrderCreated, OrderStatus
 from ticketing_expiration.service import SERVICE
 from ticketing_expiration.settings import Settings
-from ticketing_testing import serve
-
-
-def make_settings(nats_url: str, redis_url: str, **overrides: object) -> Settings:
-    values: dict[str, object] = {
-        "nats_url": nats_url,
-        "redis_url": redis_url,
-        "listener_backoff_seconds": 0.05,
-        "listener_ack_wait_seconds": 1,
-        "listener_max_deliver": 5,
-        "startup_timeout_seconds": 5,
-        "shutdown_grace_seconds": 2,
-        **overrides,
-    }
-    return Settings(**values)  # type: ignore[arg-type]
 
 
 @pytest.fixture
-def settings(nats_url: str, redis_url: str) -> Settings:
-    return make_settings(nats_url, redis_url)
+def service():
+    return SERVICE
 
 
 @pytest.fixture
-async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    async with serve(SERVICE.build(settings)) as http:
-        yield http
-
-
-@pytest.fixture
-async def bus(nats_url: str) -> AsyncIterator[EventBus]:
-    bus = await EventBus.connect(nats_url, name="expiration-test", stream="TICKETING")
-    yield bus
-    await bus.close()
+def settings(settings: Settings) -> Settings:
+    """The common settings; start-up and shutdown bounded for tests that stop servers."""
+    return settings.model_copy(update={"startup_timeout_seconds": 5, "shutdown_grace_seconds": 2})
 
 
 @pytest.fixture
@@ -69,17 +46,6 @@ def in_seconds(seconds: float) -> datetime:
     """A moment with millisecond precision, as the orders service writes `expiresAt`."""
     moment = datetime.now(UTC) + timedelta(seconds=seconds)
     return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
-
-
-async def publish(bus: EventBus, event: OrderCreated) -> int:
-    """Publish with a fresh message id each time, so that a repeat really reaches the service."""
-    data = json.dumps(event.payload()).encode()
-    return (await bus.publish(str(event.subject), data, str(ObjectId()))).seq
-
-
-async def acked(bus: EventBus, durable: str, seq: int) -> bool:
-    info = await bus.js.consumer_info(bus.stream, durable)
-    return info.ack_floor.stream_seq >= seq and info.num_ack_pending == 0
 
 
 class Expirations:

@@ -1,16 +1,20 @@
 """Scheduling on `order:created`, firing `expiration:complete`, and surviving restarts."""
 
+import json
 from pathlib import Path
 
 from arq.jobs import Job, JobStatus
+from bson import ObjectId
 
 from ticketing_common.embedded import free_port, start_redis
+from ticketing_common.events import Subject
 from ticketing_expiration.service import SERVICE
 from ticketing_expiration.worker import JobRunner
-from ticketing_testing import eventually, serve
+from ticketing_testing import consumer_caught_up, eventually, serve
 
-from .conftest import acked, fast_forward, in_seconds, make_settings, order_created, publish
+from .conftest import fast_forward, in_seconds, order_created
 
+SUBJECT = Subject.ORDER_CREATED
 DURABLE = "expiration-order-created"
 
 
@@ -22,10 +26,12 @@ async def _scheduled(pool, job_id):
     return await _status(pool, job_id) == JobStatus.deferred
 
 
-async def test_an_order_created_schedules_a_job_whose_id_is_the_order_id(client, bus, pool):
+async def test_an_order_created_schedules_a_job_whose_id_is_the_order_id(
+    client, publish, acked, pool
+):
     event = order_created(in_seconds(3600))
-    seq = await publish(bus, event)
-    await eventually(lambda: acked(bus, DURABLE, seq))
+    seq = await publish(event)
+    await eventually(lambda: acked(SUBJECT, seq))
     job = Job(event.id, pool)
     assert await job.status() == JobStatus.deferred
     info = await job.info()
@@ -35,59 +41,60 @@ async def test_an_order_created_schedules_a_job_whose_id_is_the_order_id(client,
     assert score == int(event.expiresAt.timestamp() * 1000)
 
 
-async def test_scheduling_twice_leaves_one_job(client, bus, pool):
+async def test_scheduling_twice_leaves_one_job(client, publish, acked, pool):
     event = order_created(in_seconds(3600))
-    await publish(bus, event)
+    await publish(event)
     later = order_created(in_seconds(7200), order_id=event.id)  # a repeat, even a changed one
-    seq = await publish(bus, later)
-    await eventually(lambda: acked(bus, DURABLE, seq))
+    seq = await publish(later)
+    await eventually(lambda: acked(SUBJECT, seq))
     assert await pool.zrange(pool.default_queue_name, 0, -1) == [event.id.encode()]
     score = await pool.zscore(pool.default_queue_name, event.id)
     assert score == int(event.expiresAt.timestamp() * 1000)
 
 
-async def test_when_expires_at_passes_expiration_complete_arrives(client, bus, expirations):
+async def test_when_expires_at_passes_expiration_complete_arrives(client, publish, expirations):
     event = order_created(in_seconds(1))
-    await publish(bus, event)
+    await publish(event)
     ((payload, msg_id),) = await eventually(lambda: expirations.of(event.id))
     assert payload == {"orderId": event.id}
     assert msg_id == f"expiration:{event.id}"
 
 
-async def test_an_order_already_past_its_time_expires_at_once(client, bus, expirations):
+async def test_an_order_already_past_its_time_expires_at_once(client, publish, expirations):
     event = order_created(in_seconds(-60))
-    await publish(bus, event)
+    await publish(event)
     await eventually(lambda: expirations.of(event.id))
 
 
-async def test_a_job_outlives_a_restart_of_the_service(settings, bus, pool, expirations):
+async def test_a_job_outlives_a_restart_of_the_service(start, publish, acked, pool, expirations):
     event = order_created(in_seconds(3600))
-    async with serve(SERVICE.build(settings)):
-        seq = await publish(bus, event)
-        await eventually(lambda: acked(bus, DURABLE, seq))
+    async with start():
+        seq = await publish(event)
+        await eventually(lambda: acked(SUBJECT, seq))
     # Stopped before the order's time: the job waits in Redis, nothing was published.
     assert await _scheduled(pool, event.id)
     assert await expirations.of(event.id) == []
     await fast_forward(pool, event.id)
-    async with serve(SERVICE.build(settings)):  # a new instance
+    async with start():  # a new instance
         await eventually(lambda: expirations.of(event.id))
     assert await _status(pool, event.id) == JobStatus.complete
 
 
-async def test_a_job_outlives_a_restart_of_redis(nats_url, bus, expirations, tmp_path: Path):
+async def test_a_job_outlives_a_restart_of_redis(
+    settings, publish, acked, expirations, tmp_path: Path
+):
     from arq.connections import RedisSettings, create_pool
 
     port = free_port()
     redis = start_redis(tmp_path / "redis", port)
     try:
-        settings = make_settings(nats_url, redis.url)
-        app = SERVICE.build(settings)
+        app = SERVICE.build(settings.model_copy(update={"redis_url": redis.url}))
         async with serve(app) as client:
             pool = await create_pool(RedisSettings.from_dsn(redis.url))
             try:
                 event = order_created(in_seconds(3600))
-                seq = await publish(bus, event)
-                await eventually(lambda: acked(bus, DURABLE, seq))
+                seq = await publish(event)
+                await eventually(lambda: acked(SUBJECT, seq))
                 assert await _scheduled(pool, event.id)
 
                 redis.stop()
@@ -127,7 +134,7 @@ async def test_no_api_routes(client):
     assert response.json() == {"errors": [{"message": "Not Found"}]}
 
 
-async def test_a_job_due_while_nats_is_down_publishes_once_it_is_back(redis_url, pool, tmp_path):
+async def test_a_job_due_while_nats_is_down_publishes_once_it_is_back(settings, pool, tmp_path):
     from ticketing_common.bus import EventBus
     from ticketing_common.embedded import start_nats
 
@@ -136,12 +143,13 @@ async def test_a_job_due_while_nats_is_down_publishes_once_it_is_back(redis_url,
     port = free_port()
     nats = start_nats(tmp_path / "nats", port)
     try:
-        settings = make_settings(nats.url, redis_url)
-        async with serve(SERVICE.build(settings)):
+        async with serve(SERVICE.build(settings.model_copy(update={"nats_url": nats.url}))):
             bus = await EventBus.connect(nats.url, name="expiration-test", stream="TICKETING")
             event = order_created(in_seconds(3600))
-            seq = await publish(bus, event)
-            await eventually(lambda: acked(bus, DURABLE, seq))
+            # Published on this test's own NATS (the one it stops), with a fresh message id.
+            data = json.dumps(event.payload()).encode()
+            seq = (await bus.publish(str(event.subject), data, str(ObjectId()))).seq
+            await eventually(lambda: consumer_caught_up(bus, DURABLE, seq))
             await bus.close()
 
             nats.stop()

@@ -1,7 +1,7 @@
-"""Fixtures for the orders service: the app on real MongoDB and NATS, and its ticket replica."""
+"""Fixtures for the orders service: the service under test (the shared harness runs it on real
+MongoDB and NATS), its ticket replica, and an order placed through the API."""
 
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AbstractAsyncContextManager
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -9,45 +9,14 @@ import pytest
 from bson import ObjectId
 from pymongo.asynchronous.database import AsyncDatabase
 
-from ticketing_common.bus import EventBus
 from ticketing_common.mongo import Document
+from ticketing_common.service import Service
 from ticketing_orders.service import SERVICE
-from ticketing_orders.settings import Settings
-from ticketing_testing import (
-    bearer,
-    consumer_caught_up,
-    serve,
-    service_settings,
-    stream_messages,
-)
-
-
-def make_settings(mongo_uri: str, nats_url: str, **overrides: object) -> Settings:
-    return Settings(**service_settings(mongo_uri, nats_url, **overrides))  # type: ignore[arg-type]
-
-
-Start = Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]]
 
 
 @pytest.fixture
-def start(mongo_uri: str, nats_url: str) -> Start:
-    """`async with start(**setting_overrides) as http:` runs the orders service in-process."""
-
-    def starter(**overrides: object) -> AbstractAsyncContextManager[httpx.AsyncClient]:
-        return serve(SERVICE.build(make_settings(mongo_uri, nats_url, **overrides)))
-
-    return starter
-
-
-@pytest.fixture
-async def client(start: Start) -> AsyncIterator[httpx.AsyncClient]:
-    async with start() as http:
-        yield http
-
-
-@pytest.fixture
-def auth() -> Callable[[str | None], dict[str, str]]:
-    return bearer
+def service() -> Service[Any, Any]:
+    return SERVICE
 
 
 NewTicket = Callable[..., Awaitable[Document]]
@@ -65,39 +34,13 @@ def new_ticket(db: AsyncDatabase[Document]) -> NewTicket:
     return make
 
 
-Events = Callable[[str], Awaitable[list[dict[str, Any]]]]
-
-
-@pytest.fixture
-def events(bus: EventBus) -> Events:
-    """Every payload on the stream under `subject`, in order (read straight from the stream)."""
-
-    async def read(subject: str) -> list[dict[str, Any]]:
-        return [message["data"] for message in await stream_messages(bus, subject)]
-
-    return read
-
-
-Consumed = Callable[[str, int], Awaitable[bool]]
-
-
-@pytest.fixture
-def consumed(bus: EventBus) -> Consumed:
-    """Whether the orders consumer of `subject` has acked everything up to `seq`."""
-
-    async def check(subject: str, seq: int) -> bool:
-        return await consumer_caught_up(bus, f"orders-{subject.replace('.', '-')}", seq)
-
-    return check
-
-
 @pytest.fixture
 async def order(
-    client: httpx.AsyncClient, auth: Callable[[str | None], dict[str, str]], new_ticket: NewTicket
+    client: httpx.AsyncClient, signin: Callable[..., dict[str, str]], new_ticket: NewTicket
 ) -> dict[str, Any]:
     """An order placed through the API, with the headers of the user who placed it."""
     ticket = await new_ticket()
-    user = auth(None)
+    user = signin()
     response = await client.post("/api/orders", json={"ticketId": str(ticket["_id"])}, headers=user)
     return {**response.json(), "headers": user}
 

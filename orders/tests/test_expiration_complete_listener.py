@@ -28,17 +28,17 @@ async def test_updates_the_order_status_to_cancelled(client, publish, order, db)
     assert shown.json()["status"] == "cancelled"
 
 
-async def test_emits_an_order_cancelled_event(client, publish, order, events):
+async def test_emits_an_order_cancelled_event(client, publish, order, published):
     await publish(ExpirationComplete(orderId=order["id"]))
 
-    (event,) = await eventually(lambda: events("order.cancelled"))
+    (event,) = await eventually(lambda: published("order.cancelled"))
 
     assert event == {"id": order["id"], "version": 1, "ticket": {"id": order["ticket"]["id"]}}
 
 
-async def test_acks_the_message(client, publish, order, consumed):
+async def test_acks_the_message(client, publish, order, acked):
     seq = await publish(ExpirationComplete(orderId=order["id"]))
-    assert await eventually(lambda: consumed("expiration.complete", seq))
+    assert await eventually(lambda: acked("expiration.complete", seq))
 
 
 async def test_cancels_an_order_awaiting_payment(client, publish, order, db):
@@ -51,35 +51,35 @@ async def test_cancels_an_order_awaiting_payment(client, publish, order, db):
 
 @pytest.mark.parametrize("status", ["complete", "cancelled"])
 async def test_does_nothing_for_a_complete_or_cancelled_order(
-    client, publish, order, db, consumed, events, status
+    client, publish, order, db, acked, published, status
 ):
     await db["orders"].update_one({"_id": ObjectId(order["id"])}, {"$set": {"status": status}})
     before = await stored_order(db, order)
 
     seq = await publish(ExpirationComplete(orderId=order["id"]))
 
-    assert await eventually(lambda: consumed("expiration.complete", seq))
+    assert await eventually(lambda: acked("expiration.complete", seq))
     assert await stored_order(db, order) == before
-    assert await events("order.cancelled") == []
+    assert await published("order.cancelled") == []
 
 
-async def test_a_replayed_expiration_changes_nothing(client, publish, order, db, consumed, events):
+async def test_a_replayed_expiration_changes_nothing(client, publish, order, db, acked, published):
     await publish(ExpirationComplete(orderId=order["id"]))
     await eventually(lambda: _with_status(db, order, "cancelled"))
 
     seq = await publish(ExpirationComplete(orderId=order["id"]))
 
-    assert await eventually(lambda: consumed("expiration.complete", seq))
+    assert await eventually(lambda: acked("expiration.complete", seq))
     assert (await stored_order(db, order))["version"] == 1
-    await eventually(lambda: events("order.cancelled"))
-    assert len(await events("order.cancelled")) == 1
+    await eventually(lambda: published("order.cancelled"))
+    assert len(await published("order.cancelled")) == 1
 
 
-async def test_an_expired_order_frees_its_ticket(client, publish, order, db, auth):
+async def test_an_expired_order_frees_its_ticket(client, publish, order, db, signin):
     await publish(ExpirationComplete(orderId=order["id"]))
     await eventually(lambda: _with_status(db, order, "cancelled"))
 
-    response = await client.post(URL, json={"ticketId": order["ticket"]["id"]}, headers=auth(None))
+    response = await client.post(URL, json={"ticketId": order["ticket"]["id"]}, headers=signin())
 
     assert response.status_code == 201
 

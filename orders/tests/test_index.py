@@ -5,13 +5,13 @@ from bson import ObjectId
 URL = "/api/orders"
 
 
-async def test_fetches_orders_for_a_particular_user(client, auth, new_ticket):
+async def test_fetches_orders_for_a_particular_user(client, signin, new_ticket):
     ticket_one = await new_ticket(title="one", price=10)
     ticket_two = await new_ticket(title="two", price=20)
     ticket_three = await new_ticket(title="three", price=30)
-    user_one = auth(str(ObjectId()))
+    user_one = signin(str(ObjectId()))
     user_two_id = str(ObjectId())
-    user_two = auth(user_two_id)
+    user_two = signin(user_two_id)
 
     # One order as user #1, two as user #2.
     await client.post(URL, json={"ticketId": str(ticket_one["_id"])}, headers=user_one)
@@ -39,8 +39,8 @@ async def test_fetches_orders_for_a_particular_user(client, auth, new_ticket):
     assert orders == [order_two, order_one]
 
 
-async def test_lists_every_status_with_the_current_ticket(client, auth, new_ticket, db):
-    user = auth(None)
+async def test_lists_every_status_with_the_current_ticket(client, signin, new_ticket, db):
+    user = signin()
     tickets = [await new_ticket(title=f"t{i}") for i in range(3)]
     ids = []
     for ticket in tickets:
@@ -68,7 +68,7 @@ async def test_lists_every_status_with_the_current_ticket(client, auth, new_tick
     }
 
 
-async def test_a_user_without_orders_gets_an_empty_list(client, auth):
-    response = await client.get(URL, headers=auth(None))
+async def test_a_user_without_orders_gets_an_empty_list(client, signin):
+    response = await client.get(URL, headers=signin())
     assert response.status_code == 200
     assert response.json() == []

@@ -3,7 +3,7 @@
 from bson import ObjectId
 
 from ticketing_common.events import TicketUpdated
-from ticketing_orders.events.handlers import cancel_overdue
+from ticketing_orders.sweeps import cancel_overdue
 from ticketing_testing import eventually
 
 from .conftest import stored_order
@@ -11,9 +11,9 @@ from .conftest import stored_order
 URL = "/api/orders"
 
 
-async def test_the_order_keeps_the_price_it_was_placed_at(client, auth, new_ticket, publish):
+async def test_the_order_keeps_the_price_it_was_placed_at(client, signin, new_ticket, publish):
     ticket = await new_ticket(title="concert", price=20)
-    user = auth(None)
+    user = signin()
     placed = (await client.post(URL, json={"ticketId": str(ticket["_id"])}, headers=user)).json()
     edit = TicketUpdated(id=str(ticket["_id"]), version=1, title="concert", price=35, userId="s")
     await publish(edit)
@@ -27,32 +27,32 @@ async def test_the_order_keeps_the_price_it_was_placed_at(client, auth, new_tick
 
 
 async def test_an_overdue_order_is_cancelled_without_its_expiration_event(
-    start, auth, new_ticket, db, events
+    start, signin, new_ticket, db, published
 ):
     # No expiration service runs here: as if its job had been lost from Redis.
     async with start(
         expiration_window_seconds=0, order_overdue_grace_seconds=0, overdue_sweep_seconds=0.05
     ) as client:
         ticket = await new_ticket()
-        user = auth(None)
+        user = signin()
         order = (await client.post(URL, json={"ticketId": str(ticket["_id"])}, headers=user)).json()
 
-        (cancelled,) = await eventually(lambda: events("order.cancelled"))
+        (cancelled,) = await eventually(lambda: published("order.cancelled"))
         assert cancelled == {"id": order["id"], "version": 1, "ticket": {"id": str(ticket["_id"])}}
         doc = await stored_order(db, order)
         assert doc["status"] == "cancelled" and "activeTicketId" not in doc
-        again = await client.post(URL, json={"ticketId": str(ticket["_id"])}, headers=auth(None))
+        again = await client.post(URL, json={"ticketId": str(ticket["_id"])}, headers=signin())
         assert again.status_code == 201
 
 
 async def test_the_sweep_leaves_orders_within_their_grace_and_paid_ones(
-    start, auth, new_ticket, db
+    start, signin, new_ticket, db
 ):
     async with start(expiration_window_seconds=0, overdue_sweep_seconds=3600) as client:
         runtime = client._transport.app.state.runtime
         fresh, paid = await new_ticket(), await new_ticket()
         placed = [
-            (await client.post(URL, json={"ticketId": str(t["_id"])}, headers=auth(None))).json()
+            (await client.post(URL, json={"ticketId": str(t["_id"])}, headers=signin())).json()
             for t in (fresh, paid)
         ]
         await db["orders"].update_one(

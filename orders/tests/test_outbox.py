@@ -9,12 +9,12 @@ from bson import ObjectId
 
 from ticketing_common.bus import EventBus
 from ticketing_common.embedded import free_port, start_nats
-from ticketing_orders.models import new_order
+from ticketing_orders.domain import new_order
 from ticketing_testing import answers_ready, eventually, spawn_service, stream_messages
 
 
 async def test_an_event_left_in_the_outbox_is_published_once_at_start(
-    start, new_ticket, db, events
+    start, new_ticket, db, published
 ):
     ticket = await new_ticket()
     user_id = str(ObjectId())
@@ -22,7 +22,7 @@ async def test_an_event_left_in_the_outbox_is_published_once_at_start(
     await db["orders"].insert_one(doc)  # written, never published: the process died here
 
     async with start():
-        (event,) = await eventually(lambda: events("order.created"))
+        (event,) = await eventually(lambda: published("order.created"))
 
         assert event["id"] == str(doc["_id"])
         assert event["userId"] == user_id
@@ -37,7 +37,7 @@ async def test_an_event_left_in_the_outbox_is_published_once_at_start(
     # Started again (and stopped, with its final relay pass): nothing goes out twice.
     async with start():
         pass
-    assert len(await events("order.created")) == 1
+    assert len(await published("order.created")) == 1
 
 
 def _spawn_orders(mongo_uri: str, nats_url: str, port: int) -> subprocess.Popen[bytes]:
@@ -45,7 +45,7 @@ def _spawn_orders(mongo_uri: str, nats_url: str, port: int) -> subprocess.Popen[
 
 
 async def test_an_order_survives_a_kill_between_its_write_and_its_publish(
-    tmp_path, mongo_uri, db, new_ticket, auth
+    tmp_path, mongo_uri, db, new_ticket, signin
 ):
     """A real process, killed with SIGKILL while NATS is away: restarted, it publishes once."""
     nats_port, http_port = free_port(), free_port()
@@ -59,7 +59,7 @@ async def test_an_order_survives_a_kill_between_its_write_and_its_publish(
         broker.stop()  # from here on, nothing the service stores can be published
         async with httpx.AsyncClient(base_url=url) as http:
             response = await http.post(
-                "/api/orders", json={"ticketId": str(ticket["_id"])}, headers=auth(None)
+                "/api/orders", json={"ticketId": str(ticket["_id"])}, headers=signin()
             )
         assert response.status_code == 201, response.text
         order_id = ObjectId(response.json()["id"])

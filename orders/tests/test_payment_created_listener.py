@@ -21,18 +21,18 @@ async def _complete(db, order):
     return doc if doc["status"] == "complete" else None
 
 
-async def test_marks_the_order_complete(client, publish, order, db, consumed):
+async def test_marks_the_order_complete(client, publish, order, db, acked):
     seq = await publish(_paid(order["id"]))
 
     doc = await eventually(lambda: _complete(db, order))
 
     assert doc["version"] == 1
-    assert await eventually(lambda: consumed("payment.created", seq))
+    assert await eventually(lambda: acked("payment.created", seq))
     shown = await client.get(f"{URL}/{order['id']}", headers=order["headers"])
     assert shown.json()["status"] == "complete"
 
 
-async def test_a_replayed_payment_changes_nothing(client, publish, order, db, consumed):
+async def test_a_replayed_payment_changes_nothing(client, publish, order, db, acked):
     event = _paid(order["id"])
     await publish(event)
     await eventually(lambda: _complete(db, order))
@@ -40,32 +40,32 @@ async def test_a_replayed_payment_changes_nothing(client, publish, order, db, co
 
     seq = await publish(event)
 
-    assert await eventually(lambda: consumed("payment.created", seq))
+    assert await eventually(lambda: acked("payment.created", seq))
     assert await stored_order(db, order) == before
 
 
 async def test_a_paid_order_keeps_its_ticket_and_cannot_be_cancelled(
-    client, publish, order, db, auth
+    client, publish, order, db, signin
 ):
     await publish(_paid(order["id"]))
     await eventually(lambda: _complete(db, order))
 
     cancel = await client.delete(f"{URL}/{order['id']}", headers=order["headers"])
-    again = await client.post(URL, json={"ticketId": order["ticket"]["id"]}, headers=auth(None))
+    again = await client.post(URL, json={"ticketId": order["ticket"]["id"]}, headers=signin())
 
     assert cancel.status_code == 400
     assert again.json() == RESERVED
 
 
 async def test_a_payment_after_cancelling_leaves_the_order_cancelled(
-    client, publish, order, db, auth, consumed
+    client, publish, order, db, signin, acked
 ):
     await client.delete(f"{URL}/{order['id']}", headers=order["headers"])
-    other = await client.post(URL, json={"ticketId": order["ticket"]["id"]}, headers=auth(None))
+    other = await client.post(URL, json={"ticketId": order["ticket"]["id"]}, headers=signin())
     assert other.status_code == 201
 
     seq = await publish(_paid(order["id"]))
-    assert await eventually(lambda: consumed("payment.created", seq))
+    assert await eventually(lambda: acked("payment.created", seq))
 
     doc = await stored_order(db, order)
     assert doc["status"] == "cancelled" and "activeTicketId" not in doc
@@ -74,14 +74,14 @@ async def test_a_payment_after_cancelling_leaves_the_order_cancelled(
     assert holder["status"] == "created"
 
 
-async def test_a_refund_is_shown_on_the_cancelled_order(client, publish, order, consumed):
+async def test_a_refund_is_shown_on_the_cancelled_order(client, publish, order, acked):
     await client.delete(f"{URL}/{order['id']}", headers=order["headers"])
     await publish(_paid(order["id"]))
     refund = PaymentRefunded(id=str(ObjectId()), orderId=order["id"], stripeId="pi_test")
     await publish(refund)
     seq = await publish(refund)  # delivered twice: one change
 
-    assert await eventually(lambda: consumed("payment.refunded", seq))
+    assert await eventually(lambda: acked("payment.refunded", seq))
     shown = (await client.get(f"{URL}/{order['id']}", headers=order["headers"])).json()
     # The version is what other services follow by events: a refund, which sends none, keeps it.
     assert (shown["status"], shown["refunded"], shown["version"]) == ("cancelled", True, 1)

@@ -42,7 +42,7 @@ async def test_the_session_cookie_signs_in_too(client, new_ticket):
     assert response.status_code == 201
 
 
-async def test_an_unserved_method_is_not_found(client, auth):
-    response = await client.patch(f"{URL}/{ObjectId()}", json={}, headers=auth(None))
+async def test_an_unserved_method_is_not_found(client, signin):
+    response = await client.patch(f"{URL}/{ObjectId()}", json={}, headers=signin())
     assert response.status_code == 404
     assert response.json() == {"errors": [{"message": "Not Found"}]}

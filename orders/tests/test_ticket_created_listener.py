@@ -31,12 +31,12 @@ async def test_creates_and_saves_a_ticket(client, publish, db):
     assert ticket == {"_id": ObjectId(event.id), "title": "concert", "price": 10, "version": 0}
 
 
-async def test_acks_the_message(client, publish, consumed):
+async def test_acks_the_message(client, publish, acked):
     seq = await publish(_event())
-    assert await eventually(lambda: consumed("ticket.created", seq))
+    assert await eventually(lambda: acked("ticket.created", seq))
 
 
-async def test_a_replayed_event_changes_nothing(client, publish, consumed, db):
+async def test_a_replayed_event_changes_nothing(client, publish, acked, db):
     event = _event(title="first")
     await publish(event)
     await eventually(lambda: _replica(db, event.id))
@@ -44,17 +44,17 @@ async def test_a_replayed_event_changes_nothing(client, publish, consumed, db):
     await publish(event)  # the same event again, under a new message id
     seq = await publish(_event(id=event.id, title="second"))
 
-    assert await eventually(lambda: consumed("ticket.created", seq))
+    assert await eventually(lambda: acked("ticket.created", seq))
     assert await db["tickets"].count_documents({}) == 1
     assert (await _replica(db, event.id))["title"] == "first"
 
 
-async def test_a_replicated_ticket_can_be_ordered(client, publish, db, auth):
+async def test_a_replicated_ticket_can_be_ordered(client, publish, db, signin):
     event = _event()
     await publish(event)
     await eventually(lambda: _replica(db, event.id))
 
-    response = await client.post("/api/orders", json={"ticketId": event.id}, headers=auth(None))
+    response = await client.post("/api/orders", json={"ticketId": event.id}, headers=signin())
 
     assert response.status_code == 201
     assert response.json()["ticket"] == {

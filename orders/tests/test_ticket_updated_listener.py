@@ -39,10 +39,10 @@ async def test_finds_updates_and_saves_a_ticket(client, publish, new_ticket, db)
     assert doc == {"_id": ticket["_id"], "title": "new concert", "price": 999, "version": 1}
 
 
-async def test_acks_the_message(client, publish, new_ticket, consumed):
+async def test_acks_the_message(client, publish, new_ticket, acked):
     ticket = await new_ticket()
     seq = await publish(_updated(ticket, 1))
-    assert await eventually(lambda: consumed("ticket.updated", seq))
+    assert await eventually(lambda: acked("ticket.updated", seq))
 
 
 async def test_does_not_ack_an_event_with_a_skipped_version(start, publish, new_ticket, db, bus):
@@ -66,7 +66,7 @@ async def test_does_not_ack_an_event_with_a_skipped_version(start, publish, new_
 
 
 async def test_an_older_or_equal_version_is_acked_and_ignored(
-    client, publish, new_ticket, db, consumed
+    client, publish, new_ticket, db, acked
 ):
     ticket = await new_ticket(title="concert", price=10)
     await publish(_updated(ticket, 1))
@@ -76,7 +76,7 @@ async def test_an_older_or_equal_version_is_acked_and_ignored(
     await publish(_updated(ticket, 1, title="stale"))
     seq = await publish(_updated(ticket, 2, title="replayed"))
 
-    assert await eventually(lambda: consumed("ticket.updated", seq))
+    assert await eventually(lambda: acked("ticket.updated", seq))
     doc = await _replica(db, ticket)
     assert doc["version"] == 2
     assert doc["title"] == "concert v2"

@@ -1,6 +1,7 @@
 """Order changes under optimistic concurrency: a lost race is re-decided, never lost."""
 
 import asyncio
+from datetime import UTC, datetime
 
 import pytest
 from bson import ObjectId
@@ -8,23 +9,28 @@ from bson import ObjectId
 from ticketing_common.errors import BadRequestError
 from ticketing_common.mongo import update_versioned
 from ticketing_common.outbox import pending_events
-from ticketing_orders.models import Orders, cancel_by_user, complete, expire
+from ticketing_orders.domain import cancel_by_user, completing, expire, new_order
+from ticketing_orders.repository import Orders
 
 
 @pytest.fixture
 async def stale(db, new_ticket):
     """An order as a request read it, before anyone else changed it."""
-    ticket = await new_ticket()
-    created = await Orders(db, None).create(str(ObjectId()), ticket["_id"], 900)
-    return await Orders(db, None).get(ObjectId(created.id))
+    order = new_order(str(ObjectId()), await new_ticket(), datetime.now(UTC), 900)
+    await Orders(db, None).insert(order)
+    return await Orders(db, None).get(order["_id"])
+
+
+def _by_owner(order):
+    return lambda current: cancel_by_user(current, order["userId"])
 
 
 async def test_a_cancel_that_lost_to_a_payment_is_refused(db, stale):
     orders = Orders(db, None)
-    await orders.transition(dict(stale), complete)
+    await orders.transition(dict(stale), completing)
 
     with pytest.raises(BadRequestError, match="Cannot cancel a completed order"):
-        await orders.transition(stale, cancel_by_user)
+        await orders.transition(stale, _by_owner(stale))
 
     assert (await orders.get(stale["_id"]))["status"] == "complete"
 
@@ -45,9 +51,9 @@ async def test_concurrent_cancel_and_expiry_cancel_once(db, stale):
     orders = Orders(db, None)
 
     results = await asyncio.gather(
-        orders.transition(dict(stale), cancel_by_user),
+        orders.transition(dict(stale), _by_owner(stale)),
         orders.transition(dict(stale), expire),
-        orders.transition(dict(stale), cancel_by_user),
+        orders.transition(dict(stale), _by_owner(stale)),
     )
 
     assert sum(r is not None for r in results) == 1

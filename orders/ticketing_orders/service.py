@@ -4,10 +4,11 @@ orders; follow tickets, expirations and payments."""
 from __future__ import annotations
 
 from ticketing_common.service import Service
-from ticketing_orders.events.handlers import HANDLERS, OVERDUE_SWEEP
-from ticketing_orders.models import INDEXES, ORDERS, Storage
+from ticketing_orders.events.handlers import HANDLERS
+from ticketing_orders.repository import INDEXES, ORDERS, Storage
 from ticketing_orders.routes import orders
 from ticketing_orders.settings import Settings
+from ticketing_orders.sweeps import OVERDUE_SWEEP
 
 SERVICE: Service[Settings, Storage] = Service(
     name="orders",

@@ -1,3 +1,8 @@
+"""Fixtures for the payments service: the common harness (`ticketing_testing`) runs the service
+this declares, with the project's Stripe-compatible test server (`fakestripe`) for Stripe;
+these add what the payments tests arrange (orders in the replica) and read (an order's
+payments, as stored in its document)."""
+
 import os
 import subprocess
 import sys
@@ -10,14 +15,15 @@ import pytest
 from bson import ObjectId
 from fastapi import FastAPI
 
-from ticketing_common.bus import EventBus
 from ticketing_common.embedded import Server, free_port, wait_for_port
 from ticketing_common.events import OrderCreated, OrderStatus
-from ticketing_payments.models import OrderReplicas
+from ticketing_common.service import Service
 from ticketing_payments.reconciler import reconcile as reconciler_pass
+from ticketing_payments.repository import OrderReplicas
 from ticketing_payments.service import SERVICE
 from ticketing_payments.settings import Settings
-from ticketing_testing import bearer, serve, service_settings, stream_messages
+from ticketing_payments.settlement import Settlement
+from ticketing_testing import serve
 
 WEBHOOK_SECRET = "whsec_payments_tests_secret"
 STRIPE_KEY = "sk_test_payments"
@@ -110,21 +116,15 @@ def fakestripe(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeStripe]
         log.close()
 
 
-def make_settings(mongo_uri: str, nats_url: str, stripe_url: str, **overrides: object) -> Settings:
-    values = service_settings(
-        mongo_uri,
-        nats_url,
-        stripe_key=STRIPE_KEY,
-        stripe_api_base=stripe_url,
-        **{
-            "stripe_webhook_secret": WEBHOOK_SECRET,
-            # The reconciler runs when a test calls it (`reconcile`), unless a test says so.
-            "reconcile_seconds": 3600,
-            "reconcile_after_seconds": 0,
-            **overrides,
-        },
-    )
-    return Settings(**values)  # type: ignore[arg-type]
+def stripe_settings(stripe_url: str) -> dict[str, object]:
+    """What payments needs beyond the common settings: the fake for Stripe, its webhook secret,
+    and a reconciler that runs when a test calls it (`reconcile`), unless a test says so."""
+    return {
+        "stripe_api_base": stripe_url,
+        "stripe_webhook_secret": WEBHOOK_SECRET,
+        "reconcile_seconds": 3600,
+        "reconcile_after_seconds": 0,
+    }
 
 
 @pytest.fixture
@@ -136,17 +136,34 @@ async def fake(fakestripe: FakeStripe) -> AsyncIterator[FakeStripe]:
 
 
 @pytest.fixture
-def settings(mongo_uri: str, nats_url: str, fake: FakeStripe) -> Settings:
-    return make_settings(mongo_uri, nats_url, fake.url)
+def service() -> Service[Settings, Settlement]:
+    """The service under test, for the harness's `settings`, `start`, `acked`."""
+    return SERVICE
 
 
 @pytest.fixture
-def app(settings: Settings) -> FastAPI:
-    return SERVICE.build(settings)
+def stripe_key(monkeypatch: pytest.MonkeyPatch) -> str:
+    """Payments reads its Stripe key from the environment (`STRIPE_KEY`), as deployed."""
+    monkeypatch.setenv("STRIPE_KEY", STRIPE_KEY)
+    return STRIPE_KEY
+
+
+@pytest.fixture
+def settings(stripe_key: str, settings: Settings, fake: FakeStripe) -> Settings:
+    """The common settings (its own database, the test bus, quick retries), with the fake for
+    Stripe. `start(**overrides)` changes them further."""
+    return settings.model_copy(update=stripe_settings(fake.url))
+
+
+@pytest.fixture
+def app(service: Service[Settings, Settlement], settings: Settings) -> FastAPI:
+    """The app `client` serves: a test reconciles it (`reconcile(app)`)."""
+    return service.build(settings)
 
 
 @pytest.fixture
 async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """The common `client`, serving `app`, so that a test may reach its runtime."""
     async with serve(app) as http:
         yield http
 
@@ -158,9 +175,6 @@ async def reconcile(app: FastAPI) -> Counter[str]:
 
 def new_id() -> str:
     return str(ObjectId())
-
-
-signin = bearer
 
 
 async def add_order(
@@ -222,8 +236,3 @@ async def payment_by_id(db, payment_id: str | ObjectId) -> dict | None:
 async def outboxes_drained(db) -> bool:
     """True when no order document holds an event not yet handed over to the bus."""
     return await db["orders"].count_documents({"outbox": {"$exists": True}}) == 0
-
-
-async def bus_messages(bus: EventBus, subject: str) -> list[dict]:
-    """Every payload on `subject` in the stream so far, oldest first."""
-    return [message["data"] for message in await stream_messages(bus, subject)]

@@ -1,6 +1,5 @@
 """The order replica, fed by the real bus: the original listener tests and version order."""
 
-import json
 from datetime import UTC, datetime, timedelta
 
 from ticketing_common.deadletters import dead_letters
@@ -25,18 +24,6 @@ def cancelled(order_id, version=1):
     return OrderCancelled(id=order_id, version=version, ticket={"id": new_id()})
 
 
-async def publish(bus, event, msg_id=None):
-    data = json.dumps(event.payload()).encode()
-    ack = await bus.publish(str(event.subject), data, msg_id or new_id())
-    return ack.seq
-
-
-async def acked(bus, durable, seq):
-    """True once the consumer has acked every message up to stream sequence `seq`."""
-    info = await bus.js.consumer_info(bus.stream, durable)
-    return info.ack_floor.stream_seq >= seq and info.num_ack_pending == 0
-
-
 async def found(db, order_id, **match):
     from bson import ObjectId
 
@@ -46,9 +33,9 @@ async def found(db, order_id, **match):
 # --- order-created-listener (original) -------------------------------------------------------
 
 
-async def test_order_created_replicates_the_order_info(client, db, bus):
+async def test_order_created_replicates_the_order_info(client, db, publish):
     event = created(price=12.34)
-    await publish(bus, event)
+    await publish(event)
     order = await eventually(lambda: found(db, event.id))
     assert order["price"] == 12.34
     assert order["status"] == "created"
@@ -57,18 +44,18 @@ async def test_order_created_replicates_the_order_info(client, db, bus):
     assert order["expiresAt"] == event.expiresAt
 
 
-async def test_order_created_acks_the_message(client, bus):
-    seq = await publish(bus, created())
-    await eventually(lambda: acked(bus, "payments-order-created", seq))
+async def test_order_created_acks_the_message(client, publish, acked):
+    seq = await publish(created())
+    await eventually(lambda: acked("order.created", seq))
 
 
-async def test_a_repeated_order_created_is_acked_and_ignored(client, db, bus):
+async def test_a_repeated_order_created_is_acked_and_ignored(client, db, publish, acked):
     event = created()
-    await publish(bus, event)
+    await publish(event)
     await eventually(lambda: found(db, event.id))
     await db["orders"].update_one({"_id": (await found(db, event.id))["_id"]}, {"$set": {"x": 1}})
-    seq = await publish(bus, event)  # another msg id: JetStream keeps it
-    await eventually(lambda: acked(bus, "payments-order-created", seq))
+    seq = await publish(event)  # another msg id: JetStream keeps it
+    await eventually(lambda: acked("order.created", seq))
     assert await db["orders"].count_documents({}) == 1
     assert (await found(db, event.id))["x"] == 1
 
@@ -76,28 +63,28 @@ async def test_a_repeated_order_created_is_acked_and_ignored(client, db, bus):
 # --- order-cancelled-listener (original, plus version order) ------------------------------------
 
 
-async def test_order_cancelled_updates_the_status_of_the_order(client, db, bus):
+async def test_order_cancelled_updates_the_status_of_the_order(client, db, publish):
     event = created()
-    await publish(bus, event)
+    await publish(event)
     await eventually(lambda: found(db, event.id))
-    await publish(bus, cancelled(event.id))
+    await publish(cancelled(event.id))
     order = await eventually(lambda: found(db, event.id, status="cancelled"))
     assert order["version"] == 1
 
 
-async def test_order_cancelled_acks_the_message(client, db, bus):
+async def test_order_cancelled_acks_the_message(client, db, publish, acked):
     event = created()
-    await publish(bus, event)
+    await publish(event)
     await eventually(lambda: found(db, event.id))
-    seq = await publish(bus, cancelled(event.id))
-    await eventually(lambda: acked(bus, "payments-order-cancelled", seq))
+    seq = await publish(cancelled(event.id))
+    await eventually(lambda: acked("order.cancelled", seq))
 
 
-async def test_a_skipped_version_is_not_acked(client, db, bus):
+async def test_a_skipped_version_is_not_acked(client, db, bus, publish):
     event = created()
-    await publish(bus, event)
+    await publish(event)
     await eventually(lambda: found(db, event.id))
-    seq = await publish(bus, cancelled(event.id, version=2))  # version 1 never came
+    seq = await publish(cancelled(event.id, version=2))  # version 1 never came
     # Redelivered until the bound, then a dead letter: it was never acked or applied.
     (record,) = await eventually(lambda: dead_letters(bus, "payments"))
     assert record["subject"] == "order.cancelled"
@@ -107,21 +94,21 @@ async def test_a_skipped_version_is_not_acked(client, db, bus):
     assert (order["status"], order["version"]) == ("created", 0)
 
 
-async def test_a_cancel_that_overtakes_its_order_waits_for_it(client, db, bus):
+async def test_a_cancel_that_overtakes_its_order_waits_for_it(client, db, bus, publish):
     order_id = new_id()
-    await publish(bus, cancelled(order_id))
-    await publish(bus, created(order_id))
+    await publish(cancelled(order_id))
+    await publish(created(order_id))
     order = await eventually(lambda: found(db, order_id, status="cancelled"))
     assert order["version"] == 1
     assert await dead_letters(bus, "payments") == []
 
 
-async def test_an_old_or_repeated_cancel_is_acked_and_ignored(client, db, bus):
+async def test_an_old_or_repeated_cancel_is_acked_and_ignored(client, db, publish, acked):
     event = created()
-    await publish(bus, event)
+    await publish(event)
     await eventually(lambda: found(db, event.id))
-    await publish(bus, cancelled(event.id))
+    await publish(cancelled(event.id))
     await eventually(lambda: found(db, event.id, status="cancelled"))
-    seq = await publish(bus, cancelled(event.id))
-    await eventually(lambda: acked(bus, "payments-order-cancelled", seq))
+    seq = await publish(cancelled(event.id))
+    await eventually(lambda: acked("order.cancelled", seq))
     assert (await found(db, event.id))["version"] == 1

@@ -3,7 +3,6 @@ charges, one kept charge per order, refunds whichever of payment and cancellatio
 and the reconciler. Races are driven step by step with the fake's hold gate."""
 
 import asyncio
-import json
 import logging
 from datetime import UTC, datetime, timedelta
 
@@ -12,20 +11,18 @@ from bson import ObjectId
 
 from ticketing_common.events import OrderCancelled
 from ticketing_common.moments import epoch_ms, now_ms
+from ticketing_payments.domain import MAX_ATTEMPTS
 from ticketing_payments.gateway import refund_key
-from ticketing_payments.models import MAX_ATTEMPTS
-from ticketing_testing import consumer_caught_up, eventually
+from ticketing_testing import bearer, eventually
 
 from .conftest import (
     STRIPE_KEY,
     add_order,
-    bus_messages,
     new_id,
     outboxes_drained,
     payment_by_id,
     payments_of,
     reconcile,
-    signin,
 )
 
 PAY = "/api/payments"
@@ -38,29 +35,28 @@ def errors(response):
 
 async def pay(client, order, user_id, token="pm_card_visa"):
     return await client.post(
-        PAY, json={"token": token, "orderId": str(order["_id"])}, headers=signin(user_id)
+        PAY, json={"token": token, "orderId": str(order["_id"])}, headers=bearer(user_id)
     )
 
 
-async def cancel(bus, order, version=1):
+async def cancel(publish, order, version=1):
     """`order:cancelled` as the orders service publishes it; returns its stream sequence."""
     event = OrderCancelled(id=str(order["_id"]), version=version, ticket={"id": new_id()})
-    ack = await bus.publish(str(event.subject), json.dumps(event.payload()).encode(), new_id())
-    return ack.seq
+    return await publish(event)
 
 
-async def cancel_applied(bus, db, order, version=1):
+async def cancel_applied(publish, acked, db, order, version=1):
     """Publish the cancellation and wait until payments has handled it (and acked it)."""
-    seq = await cancel(bus, order, version)
-    await eventually(lambda: consumer_caught_up(bus, "payments-order-cancelled", seq))
+    seq = await cancel(publish, order, version)
+    await eventually(lambda: acked("order.cancelled", seq))
     replica = await db["orders"].find_one({"_id": order["_id"]})
     assert replica["status"] == "cancelled"
 
 
-async def announced(db, bus, subject):
+async def announced(db, published, subject):
     """Every event on `subject`, once the outbox has handed over all it holds."""
     await eventually(lambda: outboxes_drained(db))
-    return await bus_messages(bus, subject)
+    return await published(subject)
 
 
 async def held(fake, count=1):
@@ -79,7 +75,9 @@ async def refunded(db, payment_id):
 # --- cancellation after, or during, the charge --------------------------------------------------
 
 
-async def test_a_cancellation_after_the_payment_refunds_it(client, db, bus, fake):
+async def test_a_cancellation_after_the_payment_refunds_it(
+    client, db, publish, acked, published, fake
+):
     user_id = new_id()
     order = await add_order(db, user_id=user_id, price=20)
     order_id = str(order["_id"])
@@ -87,7 +85,7 @@ async def test_a_cancellation_after_the_payment_refunds_it(client, db, bus, fake
     assert paid.status_code == 201
     payment_id = paid.json()["id"]
 
-    await cancel(bus, order)
+    await cancel(publish, order)
     payment = await eventually(lambda: refunded(db, payment_id))
     assert not payment["kept"] and "refundDue" not in payment
     (intent,) = fake.intents(order_id)
@@ -96,15 +94,17 @@ async def test_a_cancellation_after_the_payment_refunds_it(client, db, bus, fake
     assert refund["amount"] == 2000
 
     # A repeated cancellation finds nothing left to refund.
-    seq = await cancel(bus, order)
-    await eventually(lambda: consumer_caught_up(bus, "payments-order-cancelled", seq))
+    seq = await cancel(publish, order)
+    await eventually(lambda: acked("order.cancelled", seq))
     assert len(await fake.refunds(intent["id"])) == 1
     event = {"id": payment_id, "orderId": order_id, "stripeId": intent["id"]}
-    assert await announced(db, bus, "payment.refunded") == [event]
-    assert await bus_messages(bus, "payment.created") == [event]
+    assert await announced(db, published, "payment.refunded") == [event]
+    assert await published("payment.created") == [event]
 
 
-async def test_a_cancellation_while_the_charge_is_in_flight_refunds_it(client, db, bus, fake):
+async def test_a_cancellation_while_the_charge_is_in_flight_refunds_it(
+    client, db, publish, acked, published, fake
+):
     user_id = new_id()
     order = await add_order(db, user_id=user_id, price=20)
     order_id = str(order["_id"])
@@ -116,7 +116,7 @@ async def test_a_cancellation_while_the_charge_is_in_flight_refunds_it(client, d
     assert (attempt["status"], attempt["key"]) == ("pending", f"{order_id}:pm_card_visa")
 
     # The listener finds no payment to refund: the charge has not come back yet.
-    await cancel_applied(bus, db, order)
+    await cancel_applied(publish, acked, db, order)
     await fake.release()
     response = await paying
     assert response.status_code == 400
@@ -128,14 +128,14 @@ async def test_a_cancellation_while_the_charge_is_in_flight_refunds_it(client, d
     assert (intent["status"], intent["amount_refunded"]) == ("succeeded", 2000)
     assert payment["stripeId"] == intent["id"]
     event = {"id": payment["id"], "orderId": order_id, "stripeId": intent["id"]}
-    assert await announced(db, bus, "payment.refunded") == [event]
-    assert await bus_messages(bus, "payment.created") in ([], [event])
+    assert await announced(db, published, "payment.refunded") == [event]
+    assert await published("payment.created") in ([], [event])
 
 
-async def test_a_cancelled_order_is_refused_before_any_charge(client, db, bus, fake):
+async def test_a_cancelled_order_is_refused_before_any_charge(client, db, publish, acked, fake):
     user_id = new_id()
     order = await add_order(db, user_id=user_id)
-    await cancel_applied(bus, db, order)
+    await cancel_applied(publish, acked, db, order)
     response = await pay(client, order, user_id)
     assert errors(response) == [{"message": "Cannot pay for an cancelled order"}]
     assert fake.intents(str(order["_id"])) == []
@@ -145,7 +145,7 @@ async def test_a_cancelled_order_is_refused_before_any_charge(client, db, bus, f
 # --- one kept charge per order ------------------------------------------------------------------
 
 
-async def test_two_cards_at_once_keep_one_charge_and_refund_the_other(client, db, bus, fake):
+async def test_two_cards_at_once_keep_one_charge_and_refund_the_other(client, db, published, fake):
     user_id = new_id()
     order = await add_order(db, user_id=user_id, price=20)
     order_id = str(order["_id"])
@@ -173,11 +173,11 @@ async def test_two_cards_at_once_keep_one_charge_and_refund_the_other(client, db
     assert refunds == {kept["stripeId"]: 0, other["stripeId"]: 2000}
     created = {"id": kept["id"], "orderId": order_id, "stripeId": kept["stripeId"]}
     refund = {"id": other["id"], "orderId": order_id, "stripeId": other["stripeId"]}
-    assert await announced(db, bus, "payment.refunded") == [refund]
-    assert await bus_messages(bus, "payment.created") == [created]
+    assert await announced(db, published, "payment.refunded") == [refund]
+    assert await published("payment.created") == [created]
 
 
-async def test_a_request_retried_after_a_lost_answer_charges_once(client, db, bus, fake):
+async def test_a_request_retried_after_a_lost_answer_charges_once(client, db, published, fake):
     user_id = new_id()
     order = await add_order(db, user_id=user_id)
     order_id = str(order["_id"])
@@ -196,7 +196,7 @@ async def test_a_request_retried_after_a_lost_answer_charges_once(client, db, bu
     (payment,) = await payments_of(db, order["_id"])
     assert (payment["status"], payment["stripeId"]) == ("succeeded", intent["id"])
     event = {"id": attempt["id"], "orderId": order_id, "stripeId": intent["id"]}
-    assert await announced(db, bus, "payment.created") == [event]
+    assert await announced(db, published, "payment.created") == [event]
 
 
 async def test_a_repeat_while_the_first_request_is_in_flight_charges_once(client, db, fake):
@@ -249,7 +249,7 @@ async def test_an_order_takes_so_many_cards_and_then_no_new_one(client, db, fake
 
 
 async def test_the_reconciler_settles_a_charge_whose_answer_was_lost(
-    app, client, db, bus, fake, caplog
+    app, client, db, published, fake, caplog
 ):
     user_id = new_id()
     order = await add_order(db, user_id=user_id)
@@ -258,7 +258,7 @@ async def test_the_reconciler_settles_a_charge_whose_answer_was_lost(
     assert (await pay(client, order, user_id)).status_code == 503
     (attempt,) = await payments_of(db, order["_id"])
     assert attempt["status"] == "pending"
-    assert await bus_messages(bus, "payment.created") == []
+    assert await published("payment.created") == []
 
     with caplog.at_level(logging.WARNING, logger="ticketing.payments"):
         assert await reconcile(app) == {"settled": 1}
@@ -268,7 +268,7 @@ async def test_the_reconciler_settles_a_charge_whose_answer_was_lost(
     assert (payment["status"], payment["stripeId"]) == ("succeeded", intent["id"])
     assert payment["kept"]
     event = {"id": attempt["id"], "orderId": order_id, "stripeId": intent["id"]}
-    assert await announced(db, bus, "payment.created") == [event]
+    assert await announced(db, published, "payment.created") == [event]
 
     # Nothing is left to repair, and the order counts as paid.
     assert await reconcile(app) == {}
@@ -287,17 +287,13 @@ async def test_the_reconciler_fails_a_declined_attempt_whose_answer_was_lost(app
 
 
 async def test_the_reconciler_leaves_an_attempt_to_its_request_for_a_while(
-    mongo_uri, nats_url, db, fake
+    service, settings, db, fake
 ):
-    from ticketing_payments.service import SERVICE
     from ticketing_testing import serve
 
-    from .conftest import make_settings
-
-    settings = make_settings(mongo_uri, nats_url, fake.url, reconcile_after_seconds=600)
     user_id = new_id()
     order = await add_order(db, user_id=user_id)
-    app = SERVICE.build(settings)
+    app = service.build(settings.model_copy(update={"reconcile_after_seconds": 600}))
     async with serve(app) as client:
         await fake.fault(match=CHARGE, fail=500, count=1)
         assert (await pay(client, order, user_id)).status_code == 503
@@ -307,14 +303,14 @@ async def test_the_reconciler_leaves_an_attempt_to_its_request_for_a_while(
 
 
 async def test_a_refund_stripe_did_not_take_is_finished_by_the_reconciler(
-    app, client, db, bus, fake
+    app, client, db, publish, acked, published, fake
 ):
     user_id = new_id()
     order = await add_order(db, user_id=user_id)
     paid = await pay(client, order, user_id)
     payment_id = paid.json()["id"]
     await fake.fault(match="POST /v1/refunds", fail=500, count=1)
-    await cancel_applied(bus, db, order)
+    await cancel_applied(publish, acked, db, order)
     # The refund was decided (and marked) before Stripe failed it.
     payment = await payment_by_id(db, payment_id)
     assert (payment["status"], payment["refundDue"]) == ("succeeded", True)
@@ -324,12 +320,12 @@ async def test_a_refund_stripe_did_not_take_is_finished_by_the_reconciler(
     assert payment is not None
     (intent,) = fake.intents(str(order["_id"]))
     assert intent["amount_refunded"] == intent["amount"]
-    assert len(await announced(db, bus, "payment.refunded")) == 1
+    assert len(await announced(db, published, "payment.refunded")) == 1
 
 
 @pytest.mark.parametrize("stripe_refunded", [False, True], ids=["before-stripe", "after-stripe"])
 async def test_a_refund_marked_due_before_a_crash_is_finished_by_the_reconciler(
-    app, client, db, bus, fake, stripe_refunded
+    app, client, db, published, fake, stripe_refunded
 ):
     """As if the service stopped right after marking the refund of a cancelled order's kept
     payment due (`mark_refund_due`): before asking Stripe, or after Stripe refunded and before
@@ -375,20 +371,14 @@ async def test_a_refund_marked_due_before_a_crash_is_finished_by_the_reconciler(
     (refund,) = await fake.refunds(intent["id"])
     assert refund["amount"] == intent["amount"]
     event = {"id": payment["id"], "orderId": order_id, "stripeId": intent["id"]}
-    assert await announced(db, bus, "payment.refunded") == [event]
+    assert await announced(db, published, "payment.refunded") == [event]
     assert await reconcile(app) == {}
 
 
-async def test_the_reconciler_runs_on_its_timer(mongo_uri, nats_url, db, bus, fake):
-    from ticketing_payments.service import SERVICE
-    from ticketing_testing import serve
-
-    from .conftest import make_settings
-
-    settings = make_settings(mongo_uri, nats_url, fake.url, reconcile_seconds=0.1)
+async def test_the_reconciler_runs_on_its_timer(start, db, fake):
     user_id = new_id()
     order = await add_order(db, user_id=user_id)
-    async with serve(SERVICE.build(settings)) as client:
+    async with start(reconcile_seconds=0.1) as client:
         await fake.fault(match=CHARGE, fail_after_processing=True, count=1)
         assert (await pay(client, order, user_id)).status_code == 503
         (attempt,) = await payments_of(db, order["_id"])
@@ -405,14 +395,9 @@ async def _succeeded(db, payment_id):
 # --- storage written before attempts ------------------------------------------------------------
 
 
-async def test_payments_stored_before_attempts_are_upgraded(mongo_uri, nats_url, db, fake):
+async def test_payments_stored_before_attempts_are_upgraded(start, db, fake):
     """Payments stored in their own collection, as a payment per order (the oldest shape) or
     as attempts, move into their orders' documents when the service starts."""
-    from ticketing_payments.service import SERVICE
-    from ticketing_testing import serve
-
-    from .conftest import make_settings
-
     user_id = new_id()
     oldest = await add_order(db, user_id=user_id)  # an order stored before attempts, too
     await db["orders"].update_one(
@@ -459,7 +444,7 @@ async def test_payments_stored_before_attempts_are_upgraded(mongo_uri, nats_url,
         },
     ]
     await db["payments"].insert_many(legacy)
-    async with serve(SERVICE.build(make_settings(mongo_uri, nats_url, fake.url))) as client:
+    async with start() as client:
         assert await db["payments"].count_documents({}) == 0
         (first,) = await payments_of(db, oldest["_id"])
         assert (first["id"], first["status"], first["stripeId"]) == (

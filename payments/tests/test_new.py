@@ -3,9 +3,9 @@
 import asyncio
 
 from ticketing_common.events import OrderStatus
-from ticketing_testing import eventually
+from ticketing_testing import bearer, eventually
 
-from .conftest import add_order, all_payments, bus_messages, new_id, payments_of, signin
+from .conftest import add_order, all_payments, new_id, payments_of
 
 PAY = "/api/payments"
 
@@ -17,7 +17,7 @@ def errors(response):
 # --- the original test suite ----------------------------------------------------------------
 
 
-async def test_returns_a_404_when_purchasing_an_order_that_does_not_exist(client):
+async def test_returns_a_404_when_purchasing_an_order_that_does_not_exist(client, signin):
     response = await client.post(
         PAY, json={"token": "pm_card_visa", "orderId": new_id()}, headers=signin()
     )
@@ -25,7 +25,9 @@ async def test_returns_a_404_when_purchasing_an_order_that_does_not_exist(client
     assert errors(response) == [{"message": "Not Found"}]
 
 
-async def test_returns_a_401_when_purchasing_an_order_that_doesnt_belong_to_the_user(client, db):
+async def test_returns_a_401_when_purchasing_an_order_that_doesnt_belong_to_the_user(
+    client, db, signin
+):
     order = await add_order(db)
     response = await client.post(
         PAY, json={"token": "pm_card_visa", "orderId": str(order["_id"])}, headers=signin()
@@ -34,7 +36,7 @@ async def test_returns_a_401_when_purchasing_an_order_that_doesnt_belong_to_the_
     assert errors(response) == [{"message": "Not authorized"}]
 
 
-async def test_returns_a_400_when_purchasing_a_cancelled_order(client, db):
+async def test_returns_a_400_when_purchasing_a_cancelled_order(client, db, signin):
     user_id = new_id()
     order = await add_order(db, user_id=user_id, status=OrderStatus.CANCELLED)
     response = await client.post(
@@ -44,7 +46,7 @@ async def test_returns_a_400_when_purchasing_a_cancelled_order(client, db):
     assert errors(response) == [{"message": "Cannot pay for an cancelled order"}]
 
 
-async def test_returns_a_201_with_valid_inputs(client, db, bus, fakestripe):
+async def test_returns_a_201_with_valid_inputs(client, db, published, fakestripe, signin):
     user_id = new_id()
     order = await add_order(db, user_id=user_id, price=20.15)
     order_id = str(order["_id"])
@@ -71,7 +73,7 @@ async def test_returns_a_201_with_valid_inputs(client, db, bus, fakestripe):
     assert payment["key"] == f"{order_id}:pm_card_visa"
     assert "refundDue" not in payment
 
-    (event,) = await eventually(lambda: bus_messages(bus, "payment.created"))
+    (event,) = await eventually(lambda: published("payment.created"))
     assert event == {"id": payment_id, "orderId": order_id, "stripeId": intent["id"]}
 
 
@@ -85,7 +87,7 @@ async def test_returns_a_401_when_signed_out(client):
         assert errors(response) == [{"message": "Not authorized"}]
 
 
-async def test_returns_a_400_naming_each_missing_or_empty_field(client):
+async def test_returns_a_400_naming_each_missing_or_empty_field(client, signin):
     nothing = await client.post(PAY, json={}, headers=signin())
     assert nothing.status_code == 400
     assert errors(nothing) == [
@@ -105,7 +107,7 @@ async def test_returns_a_400_naming_each_missing_or_empty_field(client):
         assert errors(response) == [{"message": "Invalid value", "field": field}], body
 
 
-async def test_a_body_that_is_not_a_json_object_is_a_400(client):
+async def test_a_body_that_is_not_a_json_object_is_a_400(client, signin):
     response = await client.post(
         PAY, content=b"[1]", headers={**signin(), "content-type": "application/json"}
     )
@@ -113,7 +115,7 @@ async def test_a_body_that_is_not_a_json_object_is_a_400(client):
     assert errors(response) == [{"message": "Request body must be a JSON object"}]
 
 
-async def test_a_malformed_order_id_is_a_404(client):
+async def test_a_malformed_order_id_is_a_404(client, signin):
     response = await client.post(
         PAY, json={"token": "pm_card_visa", "orderId": "not-an-id"}, headers=signin()
     )
@@ -126,7 +128,7 @@ async def test_a_malformed_order_id_is_a_404(client):
 
 async def _pay(client, order, user_id, token="pm_card_visa"):
     return await client.post(
-        PAY, json={"token": token, "orderId": str(order["_id"])}, headers=signin(user_id)
+        PAY, json={"token": token, "orderId": str(order["_id"])}, headers=bearer(user_id)
     )
 
 
@@ -205,17 +207,12 @@ async def test_an_amount_stripe_cannot_charge_is_a_400_with_its_message(client, 
     assert not attempt["kept"]
 
 
-async def test_stripe_unreachable_is_a_503(mongo_uri, nats_url, db):
+async def test_stripe_unreachable_is_a_503(start, db):
     from ticketing_common.embedded import free_port
-    from ticketing_payments.service import SERVICE
-    from ticketing_testing import serve
 
-    from .conftest import make_settings
-
-    settings = make_settings(mongo_uri, nats_url, f"http://127.0.0.1:{free_port()}")
     user_id = new_id()
     order = await add_order(db, user_id=user_id)
-    async with serve(SERVICE.build(settings)) as client:
+    async with start(stripe_api_base=f"http://127.0.0.1:{free_port()}") as client:
         response = await _pay(client, order, user_id)
     assert response.status_code == 503
     assert errors(response) == [{"message": "Service unavailable"}]

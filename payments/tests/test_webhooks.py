@@ -10,18 +10,16 @@ import time
 
 import httpx
 
-from ticketing_testing import eventually
+from ticketing_testing import bearer, eventually
 
 from .conftest import (
     WEBHOOK_SECRET,
     add_order,
     all_payments,
-    bus_messages,
     new_id,
     outboxes_drained,
     payment_by_id,
     payments_of,
-    signin,
 )
 
 PAY = "/api/payments"
@@ -38,7 +36,7 @@ def sign(payload: bytes, secret: str = WEBHOOK_SECRET, at: int | None = None) ->
 
 async def pay(client, order, user_id, token="pm_card_visa"):
     return await client.post(
-        PAY, json={"token": token, "orderId": str(order["_id"])}, headers=signin(user_id)
+        PAY, json={"token": token, "orderId": str(order["_id"])}, headers=bearer(user_id)
     )
 
 
@@ -63,13 +61,13 @@ async def lost_answer(client, db, fake, token="pm_card_visa"):
     return order, intent, attempt
 
 
-async def announced(db, bus, subject):
+async def announced(db, published, subject):
     await eventually(lambda: outboxes_drained(db))
-    return await bus_messages(bus, subject)
+    return await published(subject)
 
 
 async def test_a_succeeded_intent_settles_its_attempt_once_however_often_it_comes(
-    client, db, bus, fake
+    client, db, published, fake
 ):
     order, intent, attempt = await lost_answer(client, db, fake)
     (event,) = await fake.events("payment_intent.succeeded", intent["id"])
@@ -81,15 +79,17 @@ async def test_a_succeeded_intent_settles_its_attempt_once_however_often_it_come
     assert payment["kept"]
     assert await db["webhook_events"].count_documents({}) == 1
     created = {"id": attempt["id"], "orderId": str(order["_id"]), "stripeId": intent["id"]}
-    assert await announced(db, bus, "payment.created") == [created]
+    assert await announced(db, published, "payment.created") == [created]
     assert len(fake.intents(str(order["_id"]))) == 1
 
     again = await deliver(client, fake, event["id"])
     assert again.json() == {"received": True}
-    assert await announced(db, bus, "payment.created") == [created]
+    assert await announced(db, published, "payment.created") == [created]
 
 
-async def test_a_webhook_ahead_of_the_answer_leaves_the_201_to_the_request(client, db, bus, fake):
+async def test_a_webhook_ahead_of_the_answer_leaves_the_201_to_the_request(
+    client, db, published, fake
+):
     user_id = new_id()
     order = await add_order(db, user_id=user_id)
     order_id = str(order["_id"])
@@ -107,7 +107,7 @@ async def test_a_webhook_ahead_of_the_answer_leaves_the_201_to_the_request(clien
     response = await paying
     assert response.status_code == 201
     assert response.json() == {"id": attempt["id"]}
-    assert len(await announced(db, bus, "payment.created")) == 1
+    assert len(await announced(db, published, "payment.created")) == 1
 
 
 async def _held(fake):
@@ -123,7 +123,7 @@ async def test_a_failed_intent_fails_its_attempt(client, db, fake):
     assert failed["stripeId"] == intent["id"]
 
 
-async def test_a_refund_made_at_stripe_refunds_the_payment(client, db, bus, fake):
+async def test_a_refund_made_at_stripe_refunds_the_payment(client, db, published, fake):
     user_id = new_id()
     order = await add_order(db, user_id=user_id)
     paid = await pay(client, order, user_id)
@@ -136,7 +136,7 @@ async def test_a_refund_made_at_stripe_refunds_the_payment(client, db, bus, fake
     assert payment["status"] == "refunded"
     assert not payment["kept"]
     refunded = {"id": paid.json()["id"], "orderId": str(order["_id"]), "stripeId": intent["id"]}
-    assert await announced(db, bus, "payment.refunded") == [refunded]
+    assert await announced(db, published, "payment.refunded") == [refunded]
 
 
 async def test_a_missing_or_bad_signature_is_a_400_and_changes_nothing(client, db, fake):
@@ -166,15 +166,9 @@ async def test_a_missing_or_bad_signature_is_a_400_and_changes_nothing(client, d
     assert (await payment_by_id(db, attempt["id"]))["status"] == "succeeded"
 
 
-async def test_without_a_webhook_secret_every_webhook_is_refused(mongo_uri, nats_url, db, fake):
-    from ticketing_payments.service import SERVICE
-    from ticketing_testing import serve
-
-    from .conftest import make_settings
-
-    settings = make_settings(mongo_uri, nats_url, fake.url, stripe_webhook_secret=None)
+async def test_without_a_webhook_secret_every_webhook_is_refused(start, db, fake):
     payload = json.dumps({"id": "evt_1", "type": "payment_intent.succeeded"}).encode()
-    async with serve(SERVICE.build(settings)) as client:
+    async with start(stripe_webhook_secret=None) as client:
         response = await client.post(
             HOOK, content=payload, headers={"Stripe-Signature": sign(payload)}
         )
@@ -199,15 +193,14 @@ async def test_a_signed_body_that_is_not_an_event_is_a_400(client):
         assert response.json() == {"errors": [{"message": "Invalid payload"}]}
 
 
-async def test_webhooks_stripe_posts_over_http_are_applied_once(settings, db, fake):
+async def test_webhooks_stripe_posts_over_http_are_applied_once(service, settings, db, fake):
     """The fake delivering to the service on a real port, as Stripe does, then again."""
     import uvicorn
 
     from ticketing_common.embedded import free_port
-    from ticketing_payments.service import SERVICE
 
     port = free_port()
-    config = uvicorn.Config(SERVICE.build(settings), host="127.0.0.1", port=port, log_config=None)
+    config = uvicorn.Config(service.build(settings), host="127.0.0.1", port=port, log_config=None)
     server = uvicorn.Server(config)
     serving = asyncio.create_task(server.serve())
     try:

@@ -14,14 +14,19 @@ import logging
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
-from ticketing_common.moments import epoch_ms
-from ticketing_common.mongo import Document
 from ticketing_common.periodic import Periodic
 from ticketing_common.runtime import Runtime
+from ticketing_payments.domain import (
+    Attempt,
+    Order,
+    Outcome,
+    attempts,
+    is_refund_overdue,
+    is_stale,
+)
 from ticketing_payments.gateway import Refused, Unavailable
-from ticketing_payments.models import PaymentStatus, attempts
 from ticketing_payments.settings import Settings
-from ticketing_payments.settlement import Outcome, Settlement
+from ticketing_payments.settlement import Settlement
 
 log = logging.getLogger("ticketing.payments.reconciler")
 
@@ -39,7 +44,7 @@ async def reconcile(runtime: Runtime) -> Counter[str]:
     orders = settlement.orders
     done: Counter[str] = Counter()
 
-    async def finish_attempt(order: Document, slot: str) -> str:
+    async def finish_attempt(order: Order, slot: str) -> str:
         attempt = attempts(order)[slot]
         try:
             outcome = await settlement.charge(order, slot)
@@ -57,7 +62,7 @@ async def reconcile(runtime: Runtime) -> Counter[str]:
         )
         return "settled" if outcome is Outcome.KEPT else f"settled-{outcome.value}"
 
-    async def finish_refund(order: Document, slot: str) -> str:
+    async def finish_refund(order: Order, slot: str) -> str:
         payment = attempts(order)[slot]
         reason = payment.get("refundReason") or "a refund was due"
         if await settlement.refund(str(order["_id"]), slot, reason):
@@ -65,15 +70,11 @@ async def reconcile(runtime: Runtime) -> Counter[str]:
             return "refunded"
         return "unavailable"
 
-    def stale(attempt: Document) -> bool:
-        return bool(
-            attempt["status"] == PaymentStatus.PENDING
-            and attempt["createdAt"] <= epoch_ms(before)
-            and attempt["heldUntil"] <= epoch_ms(now)
-        )
+    def stale(attempt: Attempt) -> bool:
+        return is_stale(attempt, before, now)
 
-    def due(attempt: Document) -> bool:
-        return bool(attempt.get("refundDue")) and attempt["updatedAt"] <= epoch_ms(before)
+    def due(attempt: Attempt) -> bool:
+        return is_refund_overdue(attempt, before)
 
     for query, test, repair in (
         (orders.pending_since, stale, finish_attempt),

@@ -10,8 +10,8 @@ from ticketing_common.runtime import Runtime
 from ticketing_common.service import Service
 from ticketing_payments.events.handlers import HANDLERS
 from ticketing_payments.gateway import StripeGateway
-from ticketing_payments.models import INDEXES, ORDERS, upgrade_storage
 from ticketing_payments.reconciler import RECONCILER
+from ticketing_payments.repository import INDEXES, ORDERS, upgrade_storage
 from ticketing_payments.routes import payments, webhooks
 from ticketing_payments.settings import Settings
 from ticketing_payments.settlement import Settlement

@@ -2,47 +2,37 @@
 request, a Stripe webhook, the `order:cancelled` listener or the reconciler. Each step is one
 conditional write of the order's document (its payments live in it), so any of them may
 repeat or race another, and a charge is always decided against the order as it is.
+
+The service layer: what each step decides is `domain`'s, how it is stored `repository`'s, and
+what Stripe does `gateway`'s.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from enum import Enum
 from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
 
 from ticketing_common.mongo import Document
 from ticketing_common.outbox import OutboxRelay
-from ticketing_payments.gateway import Refused, StripeGateway, Unavailable
-from ticketing_payments.models import (
+from ticketing_payments.domain import (
+    CANCELLED_REASON,
     CURRENCY,
-    OrderReplicas,
-    PaymentStatus,
-    WebhookEvents,
+    Order,
+    Outcome,
     amount_in_cents,
-    attempt_slot,
+    attempt_of_intent,
     attempts,
-    is_cancelled,
-    is_kept,
+    outcome_of,
+    refund_due,
+    slot_of_intent,
 )
+from ticketing_payments.gateway import Refused, StripeGateway, Unavailable
+from ticketing_payments.repository import OrderReplicas, WebhookEvents
 
 log = logging.getLogger("ticketing.payments")
-
-CANCELLED_REASON = "the order is cancelled"
-
-
-class Outcome(Enum):
-    KEPT = "kept"  # the order's payment
-    CANCELLED = "cancelled"  # the order is cancelled: refunded (or due)
-    DUPLICATE = "duplicate"  # another payment is the order's: refunded (or due)
-
-
-def outcome_of(order: Mapping[str, Any], slot: str) -> Outcome:
-    if is_kept(order, slot):
-        return Outcome.KEPT
-    return Outcome.CANCELLED if is_cancelled(order) else Outcome.DUPLICATE
 
 
 class Settlement:
@@ -53,7 +43,7 @@ class Settlement:
         self.webhook_events = WebhookEvents(db)
         self.gateway = gateway
 
-    async def charge(self, order: Document, slot: str) -> Outcome:
+    async def charge(self, order: Order, slot: str) -> Outcome:
         """Make (or repeat: same key, same PaymentIntent) the attempt's Stripe call and settle
         it. Raises Refused once the attempt is marked failed, and Unavailable (still pending)."""
         attempt = attempts(order)[slot]
@@ -72,17 +62,17 @@ class Settlement:
         return await self.settle(order_id, slot, charge.stripe_id, read=order)
 
     async def settle(
-        self, order_id: str, slot: str, stripe_id: str, read: Document | None = None
+        self, order_id: str, slot: str, stripe_id: str, read: Order | None = None
     ) -> Outcome:
         """Stripe charged the attempt: keep it for its order (`payment:created`), or refund it
         if its order is cancelled or already keeps another payment."""
         order = await self.orders.settle(order_id, slot, stripe_id, read=read)
-        attempt = attempts(order)[slot]
-        if attempt["status"] == PaymentStatus.SUCCEEDED and attempt.get("refundDue"):
-            await self.refund(order_id, slot, attempt.get("refundReason") or "not kept")
+        due = refund_due(order, slot)
+        if due is not None:
+            await self.refund(order_id, slot, due.get("refundReason") or "not kept")
         return outcome_of(order, slot)
 
-    async def refund_kept(self, order: Document) -> bool:
+    async def refund_kept(self, order: Order) -> bool:
         """The order is cancelled: refund the payment it keeps, if any."""
         slot = order.get("kept")
         if not isinstance(slot, str):
@@ -121,20 +111,8 @@ class Settlement:
         if order is None:
             return None
         stripe_id = str(intent.get("id") or "")
-        if intent.get("amount") != amount_in_cents(order["price"]):
-            return None
-        by_intent = [s for s, a in attempts(order).items() if a.get("stripeId") == stripe_id]
-        by_method = [attempt_slot(m) for m in _payment_methods(intent)]
-        by_method = [s for s in by_method if s in attempts(order)]
-        unnamed = [
-            s
-            for s, a in attempts(order).items()
-            if a["status"] == PaymentStatus.PENDING and not a.get("stripeId")
-        ]
-        for found in (by_intent, by_method, unnamed if len(unnamed) == 1 else []):
-            if found:
-                return order_id, found[0]
-        return None
+        slot = attempt_of_intent(order, stripe_id, intent.get("amount"), _payment_methods(intent))
+        return (order_id, slot) if slot is not None else None
 
     async def intent_succeeded(self, intent: Mapping[str, Any]) -> bool:
         found = await self.find_attempt(intent)
@@ -164,10 +142,8 @@ class Settlement:
         order = await self.orders.get(order_id) if order_id else None
         if order is None:
             return False
-        for slot, attempt in attempts(order).items():
-            if attempt.get("stripeId") == stripe_id:
-                return await self.orders.refunded(order_id, slot)
-        return False
+        slot = slot_of_intent(order, stripe_id)
+        return await self.orders.refunded(order_id, slot) if slot is not None else False
 
 
 def _payment_methods(intent: Mapping[str, Any]) -> list[str]:

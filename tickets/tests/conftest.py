@@ -1,7 +1,7 @@
-"""Fixtures for the tickets service: the app on real MongoDB and NATS, the bus as others see it."""
+"""Fixtures for the tickets service: the common harness (`ticketing_testing`) runs the service
+this declares; these add what the tickets tests arrange (tickets for sale, orders' events)."""
 
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AbstractAsyncContextManager
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -9,7 +9,6 @@ import httpx
 import pytest
 from bson import ObjectId
 
-from ticketing_common.bus import EventBus
 from ticketing_common.events import (
     OrderCancelled,
     OrderCreated,
@@ -17,49 +16,17 @@ from ticketing_common.events import (
     PricedTicketRef,
     TicketRef,
 )
-from ticketing_testing import (
-    bearer,
-    consumer_caught_up,
-    serve,
-    service_settings,
-    stream_messages,
-)
+from ticketing_common.service import Service
+from ticketing_testing import bearer
 from ticketing_tickets.service import SERVICE
-from ticketing_tickets.settings import Settings
 
 TICKETS = "/api/tickets"
 
 
-def make_settings(mongo_uri: str, nats_url: str, **overrides: object) -> Settings:
-    return Settings(**service_settings(mongo_uri, nats_url, **overrides))  # type: ignore[arg-type]
-
-
-Start = Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]]
-
-
 @pytest.fixture
-def start(mongo_uri: str, nats_url: str) -> Start:
-    """`async with start(**setting_overrides) as http:` runs the tickets service in-process."""
-
-    def starter(**overrides: object) -> AbstractAsyncContextManager[httpx.AsyncClient]:
-        return serve(SERVICE.build(make_settings(mongo_uri, nats_url, **overrides)))
-
-    return starter
-
-
-@pytest.fixture
-async def client(start: Start) -> AsyncIterator[httpx.AsyncClient]:
-    async with start() as http:
-        yield http
-
-
-Signin = Callable[..., dict[str, str]]
-
-
-@pytest.fixture
-def signin() -> Signin:
-    """Headers of a signed-in user (the original's `global.signin()`), a new user by default."""
-    return bearer
+def service() -> Service[Any, Any]:
+    """The service under test, for the harness's `settings`, `start`, `client`, `acked`."""
+    return SERVICE
 
 
 NewTicket = Callable[..., Awaitable[dict[str, Any]]]
@@ -80,32 +47,6 @@ def new_ticket(client: httpx.AsyncClient) -> NewTicket:
         return ticket
 
     return make
-
-
-Stored = Callable[[str], Awaitable[list[dict[str, Any]]]]
-
-
-@pytest.fixture
-def stored(bus: EventBus) -> Stored:
-    """Every message on the stream under `subject`, in order: `{seq, msgId, data}`."""
-
-    async def read(subject: str) -> list[dict[str, Any]]:
-        return await stream_messages(bus, subject)
-
-    return read
-
-
-Acked = Callable[[str, int], Awaitable[bool]]
-
-
-@pytest.fixture
-def acked(bus: EventBus) -> Acked:
-    """Whether the tickets consumer of `subject` has acked everything up to stream `seq`."""
-
-    async def check(subject: str, seq: int) -> bool:
-        return await consumer_caught_up(bus, f"tickets-{subject.replace('.', '-')}", seq)
-
-    return check
 
 
 def _order_created(ticket: dict[str, Any], order_id: str | None = None) -> OrderCreated:

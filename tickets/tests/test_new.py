@@ -2,7 +2,7 @@
 
 import pytest
 
-from ticketing_testing import eventually
+from ticketing_testing import eventually, stream_messages
 
 TICKETS = "/api/tickets"
 TITLE_ERROR = {"message": "Title is required", "field": "title"}
@@ -111,13 +111,13 @@ async def test_creates_a_ticket_with_valid_inputs(client, signin, db):
     assert stored[0]["price"] == 20
 
 
-async def test_publishes_an_event(client, signin, stored):
+async def test_publishes_an_event(client, signin, bus):
     user_id = "6a0000000000000000000abc"
     response = await client.post(
         TICKETS, json={"title": "concert", "price": "20.50"}, headers=signin(user_id)
     )
     ticket = response.json()
-    events = await eventually(lambda: stored("ticket.created"))
+    events = await eventually(lambda: stream_messages(bus, "ticket.created"))
     assert len(events) == 1
     assert events[0]["data"] == {
         "id": ticket["id"],
@@ -129,9 +129,9 @@ async def test_publishes_an_event(client, signin, stored):
     assert events[0]["msgId"]
 
 
-async def test_the_event_leaves_through_the_outbox(client, signin, db, stored):
+async def test_the_event_leaves_through_the_outbox(client, signin, db, published):
     await client.post(TICKETS, json={"title": "concert", "price": 20}, headers=signin())
-    await eventually(lambda: stored("ticket.created"))
+    await eventually(lambda: published("ticket.created"))
 
     async def outbox_emptied():
         return await db["tickets"].count_documents({"outbox": {"$exists": True}}) == 0

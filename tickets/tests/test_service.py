@@ -1,9 +1,4 @@
-"""The service's shape: health endpoints, settings it refuses to start without."""
-
-import pytest
-
-from ticketing_common.settings import load_settings
-from ticketing_tickets.settings import Settings
+"""The service's shape: health endpoints (its settings: unit/test_settings.py)."""
 
 
 async def test_healthz_and_readyz(client):
@@ -11,24 +6,3 @@ async def test_healthz_and_readyz(client):
     ready = await client.get("/readyz")
     assert ready.status_code == 200
     assert ready.json() == {"status": "ready"}
-
-
-@pytest.mark.parametrize("missing", ["MONGO_URI", "NATS_URL", "JWT_KEY"])
-def test_refuses_to_start_without_a_required_setting(monkeypatch, missing):
-    values = {"MONGO_URI": "mongodb://db/tickets", "NATS_URL": "nats://nats", "JWT_KEY": "k"}
-    for name in (*values, *(f"{n}_FILE" for n in values)):
-        monkeypatch.delenv(name, raising=False)
-    for name, value in values.items():
-        if name != missing:
-            monkeypatch.setenv(name, value)
-    with pytest.raises(SystemExit, match=f"^{missing} must be defined$"):
-        load_settings(Settings)
-
-
-def test_reads_its_settings_from_the_environment(monkeypatch):
-    monkeypatch.setenv("MONGO_URI", "mongodb://db/tickets")
-    monkeypatch.setenv("NATS_URL", "nats://nats:4222")
-    monkeypatch.setenv("JWT_KEY", "k")
-    settings = load_settings(Settings)
-    assert settings.service_name == "tickets"
-    assert (settings.mongo_uri, settings.nats_url) == ("mongodb://db/tickets", "nats://nats:4222")

@@ -98,12 +98,12 @@ async def test_increments_the_version_on_every_edit(client, new_ticket, signin):
         assert response.json()["version"] == version
 
 
-async def test_publishes_an_event(client, new_ticket, signin, stored):
+async def test_publishes_an_event(client, new_ticket, signin, published):
     owner = signin()
     ticket = await new_ticket(headers=owner)
     await client.put(f"{TICKETS}/{ticket['id']}", json=VALID, headers=owner)
-    events = await eventually(lambda: stored("ticket.updated"))
-    assert [e["data"] for e in events] == [
+    events = await eventually(lambda: published("ticket.updated"))
+    assert events == [
         {
             "id": ticket["id"],
             "version": 1,
@@ -148,7 +148,7 @@ async def test_checks_in_spec_order(client, new_ticket, signin, db):
 
 
 async def test_concurrent_edits_by_the_owner_all_succeed_one_after_another(
-    client, new_ticket, signin, stored
+    client, new_ticket, signin, published
 ):
     owner = signin()
     ticket = await new_ticket(headers=owner)
@@ -165,17 +165,17 @@ async def test_concurrent_edits_by_the_owner_all_succeed_one_after_another(
     assert final == last
 
     async def all_published():
-        events = await stored("ticket.updated")
+        events = await published("ticket.updated")
         return events if len(events) >= 10 else None
 
     events = await eventually(all_published)
-    assert sorted(e["data"]["version"] for e in events) == list(range(1, 11))
-    by_version = {e["data"]["version"]: e["data"] for e in events}
+    assert sorted(e["version"] for e in events) == list(range(1, 11))
+    by_version = {e["version"]: e for e in events}
     assert by_version[10]["title"] == final["title"]
 
 
 async def test_an_edit_racing_a_reservation_loses_neither(
-    client, new_ticket, signin, publish, stored, order_created
+    client, new_ticket, signin, publish, published, order_created
 ):
     owner = signin()
     ticket = await new_ticket(headers=owner)
@@ -198,8 +198,8 @@ async def test_an_edit_racing_a_reservation_loses_neither(
         assert final["title"] == max(done, key=lambda t: t["version"])["title"]
 
     async def all_published():
-        events = await stored("ticket.updated")
+        events = await published("ticket.updated")
         return events if len(events) == final["version"] else None
 
     events = await eventually(all_published)
-    assert sorted(e["data"]["version"] for e in events) == list(range(1, final["version"] + 1))
+    assert sorted(e["version"] for e in events) == list(range(1, final["version"] + 1))

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response, status
 
-from ticketing_auth.models import Accounts, SignIn, SigninFailures, SignUp, UserOut, Users
-from ticketing_auth.passwords import Passwords
+from ticketing_auth.domain import InvalidCredentials, User, public, signed_in, signin_failure
+from ticketing_auth.repository import Accounts
+from ticketing_auth.schemas import CurrentUserOut, SignedOut, SignIn, SignUp, UserOut
 from ticketing_auth.settings import Settings
-from ticketing_common.errors import BadRequestError, TooManyRequestsError
 from ticketing_common.service import context_of
 from ticketing_common.sessions import OptionalUser, clear_session, issue_token, set_session
 from ticketing_common.settings import get_settings
@@ -17,66 +18,52 @@ from ticketing_common.settings import get_settings
 router = APIRouter(tags=["users"])
 
 
-async def get_users(request: Request) -> Users:
-    return context_of(request, Accounts).users
+async def get_accounts(request: Request) -> Accounts:
+    return context_of(request, Accounts)
 
 
-async def get_failures(request: Request) -> SigninFailures:
-    return context_of(request, Accounts).failures
-
-
-async def get_passwords(request: Request) -> Passwords:
-    return context_of(request, Accounts).passwords
-
-
-UsersDep = Annotated[Users, Depends(get_users)]
+AccountsDep = Annotated[Accounts, Depends(get_accounts)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
-PasswordsDep = Annotated[Passwords, Depends(get_passwords)]
 
 
-def _signed_in(response: Response, user: UserOut, settings: Settings) -> UserOut:
-    token = issue_token(user.id, user.email, settings.jwt_key, settings.jwt_ttl_seconds)
+def _signed_in(response: Response, user: User, settings: Settings) -> UserOut:
+    out = UserOut.model_validate(public(user))
+    token = issue_token(out.id, out.email, settings.jwt_key, settings.jwt_ttl_seconds)
     set_session(response, token, secure=settings.cookie_secure)
-    return user
+    return out
 
 
-@router.post("/signup", status_code=status.HTTP_201_CREATED)
+@router.post("/signup", status_code=status.HTTP_201_CREATED, response_model=UserOut)
 async def signup(
-    body: SignUp,
-    response: Response,
-    users: UsersDep,
-    passwords: PasswordsDep,
-    settings: SettingsDep,
+    body: SignUp, response: Response, accounts: AccountsDep, settings: SettingsDep
 ) -> UserOut:
-    user = await users.add(body.email, await passwords.hash(body.password))
+    user = await accounts.users.add(body.email, await accounts.passwords.hash(body.password))
     return _signed_in(response, user, settings)
 
 
-@router.post("/signin")
+@router.post("/signin", response_model=UserOut)
 async def signin(
-    body: SignIn,
-    response: Response,
-    users: UsersDep,
-    passwords: PasswordsDep,
-    failures: Annotated[SigninFailures, Depends(get_failures)],
-    settings: SettingsDep,
+    body: SignIn, response: Response, accounts: AccountsDep, settings: SettingsDep
 ) -> UserOut:
-    if await failures.too_many(body.email):
-        raise TooManyRequestsError()
-    user = await users.find(body.email)
-    if not await passwords.verify(body.password, user["password"] if user else None):
-        await failures.record(body.email)
-        raise BadRequestError("Invalid credentials")
-    assert user is not None
-    return _signed_in(response, UserOut(id=str(user["_id"]), email=user["email"]), settings)
+    limit = accounts.limit
+    since = limit.window_start(datetime.now(UTC))
+    limit.check(await accounts.failures.count_since(body.email, since, at_most=limit.max_failures))
+    found = await accounts.users.find(body.email)
+    matches = await accounts.passwords.verify(body.password, found["password"] if found else None)
+    try:
+        user = signed_in(found, matches)
+    except InvalidCredentials:
+        await accounts.failures.record(signin_failure(body.email, datetime.now(UTC)))
+        raise
+    return _signed_in(response, user, settings)
 
 
-@router.post("/signout")
-async def signout(response: Response, settings: SettingsDep) -> dict[str, str]:
+@router.post("/signout", response_model=SignedOut)
+async def signout(response: Response, settings: SettingsDep) -> SignedOut:
     clear_session(response, secure=settings.cookie_secure)
-    return {}
+    return SignedOut()
 
 
-@router.get("/currentuser")
-async def currentuser(user: OptionalUser) -> dict[str, object]:
-    return {"currentUser": user.model_dump() if user else None}
+@router.get("/currentuser", response_model=CurrentUserOut)
+async def currentuser(user: OptionalUser) -> CurrentUserOut:
+    return CurrentUserOut(currentUser=user)

@@ -7,7 +7,10 @@ from typing import Any
 from fastapi import APIRouter, Response
 from fastapi.responses import RedirectResponse
 
-from ticketing_client.pages import FormDep, HtmlRoute, Visitor, VisitorDep, field
+from ticketing_client.error_pages import HtmlRoute
+from ticketing_client.forms import FormDep, field
+from ticketing_client.views import page, redirect
+from ticketing_client.visitor import Visitor, VisitorDep
 from ticketing_common.errors import ServiceUnavailableError
 from ticketing_common.sessions import clear_session
 
@@ -22,7 +25,8 @@ FORMS = {
 def _form(visitor: Visitor, kind: str, *, status: int = 200, **context: Any) -> Response:
     heading, lead, autocomplete = FORMS[kind]
     values = {"email": "", "problems": [], "fields": set(), **context}
-    return visitor.page(
+    return page(
+        visitor,
         "auth.html",
         status=status,
         kind=kind,
@@ -37,7 +41,7 @@ async def _submit(visitor: Visitor, kind: str, email: str, password: str) -> Res
     call = visitor.api.signup if kind == "signup" else visitor.api.signin
     reply = await call(email, password)
     if reply.ok:
-        return visitor.redirect("/", cookies=reply.set_cookies)
+        return redirect(visitor, "/", cookies=reply.set_cookies)
     return _form(
         visitor,
         kind,
@@ -80,4 +84,4 @@ async def signout(visitor: VisitorDep) -> Response:
         cleared = RedirectResponse("/")
         clear_session(cleared, secure=visitor.settings.cookie_secure)
         cookies = tuple(cleared.headers.getlist("set-cookie"))
-    return visitor.redirect("/", cookies=cookies)
+    return redirect(visitor, "/", cookies=cookies)

@@ -7,15 +7,11 @@ from datetime import UTC, datetime
 from fastapi import APIRouter, Response
 
 from ticketing_client.api import Problem
-from ticketing_client.pages import (
-    FormDep,
-    HtmlRoute,
-    Visitor,
-    VisitorDep,
-    field,
-    object_id,
-    seconds_left,
-)
+from ticketing_client.error_pages import HtmlRoute
+from ticketing_client.forms import FormDep, field, object_id
+from ticketing_client.order_status import PAYABLE, seconds_left
+from ticketing_client.views import page, redirect
+from ticketing_client.visitor import Visitor, VisitorDep
 from ticketing_common.errors import NotFoundError
 
 router = APIRouter(route_class=HtmlRoute, include_in_schema=False)
@@ -25,17 +21,16 @@ TEST_CARDS = (
     ("pm_card_visa", "Visa (succeeds)"),
     ("pm_card_chargeDeclined", "Declined card"),
 )
-PAYABLE = ("created", "awaiting:payment")
 
 
 @router.get("/orders")
 async def list_orders(visitor: VisitorDep) -> Response:
     if visitor.user is None:
-        return visitor.redirect("/auth/signin")
+        return redirect(visitor, "/auth/signin")
     reply = await visitor.api.orders(visitor.session)
     if reply.status == 401:
-        return visitor.redirect("/auth/signin")
-    return visitor.page("orders.html", orders=reply.require().items())
+        return redirect(visitor, "/auth/signin")
+    return page(visitor, "orders.html", orders=reply.require().items())
 
 
 async def _order_page(
@@ -53,7 +48,8 @@ async def _order_page(
     order = reply.require().json()
     left = seconds_left(order.get("expiresAt"), datetime.now(UTC))
     payable = order.get("status") in PAYABLE and left > 0
-    return visitor.page(
+    return page(
+        visitor,
         "order_show.html",
         status=status,
         order=order,
@@ -72,7 +68,7 @@ async def _order_page(
 async def show_order(order_id: str, visitor: VisitorDep) -> Response:
     order_id = object_id(order_id)
     if visitor.user is None:
-        return visitor.redirect("/auth/signin")
+        return redirect(visitor, "/auth/signin")
     return await _order_page(visitor, order_id)
 
 
@@ -80,14 +76,14 @@ async def show_order(order_id: str, visitor: VisitorDep) -> Response:
 async def pay(order_id: str, visitor: VisitorDep, form: FormDep) -> Response:
     order_id = object_id(order_id)
     if visitor.user is None:
-        return visitor.redirect("/auth/signin")
+        return redirect(visitor, "/auth/signin")
     token = field(form, "token").strip()
     reply = await visitor.api.pay(visitor.session, order_id, token)
     if reply.status == 401:
         # Signed out meanwhile (or not the buyer): the order page sorts out which.
-        return visitor.redirect(f"/orders/{order_id}")
+        return redirect(visitor, f"/orders/{order_id}")
     if reply.ok:
-        return visitor.redirect("/orders")
+        return redirect(visitor, "/orders")
     return await _order_page(
         visitor,
         order_id,

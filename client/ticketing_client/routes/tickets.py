@@ -8,42 +8,43 @@ from typing import Any
 from fastapi import APIRouter, Response
 
 from ticketing_client.api import Problem, Reply
-from ticketing_client.pages import FormDep, HtmlRoute, Visitor, VisitorDep, field, object_id
+from ticketing_client.error_pages import HtmlRoute
+from ticketing_client.forms import FormDep, field, object_id
+from ticketing_client.order_status import HOLDING
+from ticketing_client.views import page, redirect
+from ticketing_client.visitor import Visitor, VisitorDep
 
 router = APIRouter(route_class=HtmlRoute, include_in_schema=False)
-
-# Orders that hold their ticket; a cancelled one has let it go.
-HOLDING = ("created", "awaiting:payment", "complete")
 
 
 @router.get("/")
 async def index(visitor: VisitorDep) -> Response:
     reply = (await visitor.api.tickets()).require()
-    return visitor.page("index.html", tickets=reply.items())
+    return page(visitor, "index.html", tickets=reply.items())
 
 
 def _new_form(visitor: Visitor, *, status: int = 200, **context: Any) -> Response:
     values = {"title": "", "price": "", "problems": [], "fields": set(), **context}
-    return visitor.page("ticket_new.html", status=status, **values)
+    return page(visitor, "ticket_new.html", status=status, **values)
 
 
 @router.get("/tickets/new")
 async def new_ticket_page(visitor: VisitorDep) -> Response:
     if visitor.user is None:
-        return visitor.redirect("/auth/signin")
+        return redirect(visitor, "/auth/signin")
     return _new_form(visitor)
 
 
 @router.post("/tickets/new")
 async def create_ticket(visitor: VisitorDep, form: FormDep) -> Response:
     if visitor.user is None:
-        return visitor.redirect("/auth/signin")
+        return redirect(visitor, "/auth/signin")
     title, price = field(form, "title"), field(form, "price").strip()
     reply = await visitor.api.create_ticket(visitor.session, title, price)
     if reply.status == 401:
-        return visitor.redirect("/auth/signin")
+        return redirect(visitor, "/auth/signin")
     if reply.ok:
-        return visitor.redirect("/")
+        return redirect(visitor, "/")
     return _new_form(
         visitor,
         status=reply.status,
@@ -74,7 +75,8 @@ async def _ticket_page(
         None,
     )
     own = visitor.user is not None and ticket.get("userId") == visitor.user.id
-    return visitor.page(
+    return page(
+        visitor,
         "ticket_show.html",
         status=status,
         ticket=ticket,
@@ -94,12 +96,12 @@ async def show_ticket(ticket_id: str, visitor: VisitorDep) -> Response:
 async def purchase(ticket_id: str, visitor: VisitorDep, form: FormDep) -> Response:
     ticket_id = object_id(ticket_id)
     if visitor.user is None:
-        return visitor.redirect("/auth/signin")
+        return redirect(visitor, "/auth/signin")
     reply = await visitor.api.create_order(visitor.session, ticket_id)
     if reply.status == 401:
-        return visitor.redirect("/auth/signin")
+        return redirect(visitor, "/auth/signin")
     if reply.ok and reply.json().get("id"):
-        return visitor.redirect(f"/orders/{reply.json()['id']}")
+        return redirect(visitor, f"/orders/{reply.json()['id']}")
     return await _ticket_page(
         visitor,
         ticket_id,

@@ -18,15 +18,10 @@ from nats.js import JetStreamContext
 from nats.js.api import ConsumerInfo, StreamInfo
 from nats.js.errors import NotFoundError
 
-from devstack.stack import (
-    Stack,
-    StackError,
-    compact,
-    is_alive,
-    read_state,
-    tail,
-    terminate_records,
-)
+from devstack.logs import compact, tail
+from devstack.processes import is_alive
+from devstack.stack import Stack, StackError, terminate_records
+from devstack.state import clear_state, data_dir, read_state
 from ticketing_common.bus import DEAD_LETTER_STREAM
 
 NAME_WIDTH = 10
@@ -248,13 +243,13 @@ def down(args: argparse.Namespace) -> int:
     if leftovers:
         print(f"stopping {', '.join(p['name'] for p in leftovers)}")
         terminate_records(leftovers)
-    (root / ".data" / "run.json").unlink(missing_ok=True)
+    clear_state(root)
     print("stopped")
     return 0
 
 
 def logs(args: argparse.Namespace) -> int:
-    folder = Path.cwd() / ".data" / "logs"
+    folder = data_dir(Path.cwd()) / "logs"
     names = [args.name] if args.name else sorted(p.stem for p in folder.glob("*.log"))
     if not names:
         print(f"no logs in {folder}")

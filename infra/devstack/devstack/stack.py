@@ -1,23 +1,10 @@
-"""The whole system on one machine: embedded servers, the Stripe test server, every service and
-the ingress, each a child process whose output is captured line by line.
-
-Used by the CLI (`ticketing up`) and by tests (`devstack.testing`). Data lives under
-`<root>/.data/` and survives restarts; `<root>/.data/run.json` names what runs, for `ticketing
-status` and `ticketing down`.
-"""
+"""The whole system on one machine as one object: start each part, wait until it answers, stop."""
 
 from __future__ import annotations
 
-import contextlib
-import importlib.util
-import json
 import os
-import re
-import secrets
-import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -28,119 +15,15 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from ticketing_common.embedded import (
-    Server,
-    free_port,
-    pick_port,
-    port_is_free,
-    start_mongo,
-    start_nats,
-    start_redis,
-)
-from ticketing_common.registry import installed_services
-
-LogSink = Callable[[str, str], None]
-"""Receives (part name, one line of its output)."""
-
-DEV_STRIPE_KEY = "sk_test_dev"
-WEBHOOK_PATH = "/api/payments/webhook"
-DEFAULT_INGRESS_PORT = 8080
-# Not the standard ports, so servers already running on this machine keep theirs.
-PREFERRED_PORTS = {"nats": 14222, "redis": 16379, "mongo": 27117}
-STOP_ORDER = ("ingress", "service", "stripe", "server")
-# nx-27017 logs every command at INFO, and has no option to say less; the file keeps them.
-CHATTY = re.compile(r" - (INFO|DEBUG) - ")
+from devstack import logs, topology
+from devstack.processes import is_alive, process_start, spawn, stop_children, stop_groups
+from devstack.state import clear_state, data_dir, dev_secret, read_state, write_state
+from devstack.topology import DEV_STRIPE_KEY, PREFERRED_PORTS, STOP_ORDER, Ports
+from ticketing_common.embedded import Server, port_is_free, start_mongo, start_nats, start_redis
 
 
 class StackError(RuntimeError):
     """The stack could not start; the message says which part and why."""
-
-
-def process_start(pid: int) -> str | None:
-    """The kernel's start time of `pid`: a pid plus this names one process, even after reuse."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rpartition(")")[2].split()[19]
-
-
-def is_alive(pid: int, started: str | None = None) -> bool:
-    """Whether `pid` runs (not a zombie), and is the process that had start time `started`."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    with contextlib.suppress(OSError):
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-        if fields[0] == "Z":
-            return False
-    return started is None or process_start(pid) in (None, started)
-
-
-def group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def signal_group(pgid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
-
-
-def answers(port: int, path: str | None) -> bool:
-    """Whether 127.0.0.1:`port` answers `GET path` with 200 (any connection, for None)."""
-    if path is None:
-        try:
-            socket.create_connection(("127.0.0.1", port), 1).close()
-        except OSError:
-            return False
-        return True
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # no $http_proxy
-    try:
-        with opener.open(f"http://127.0.0.1:{port}{path}", timeout=2) as answer:
-            return bool(answer.status == 200)
-    except (OSError, urllib.error.URLError):  # 503 too: not ready yet
-        return False
-
-
-def runnable(module: str) -> bool:
-    """A service is started only once its package can run (`python -m <module>`)."""
-    try:
-        return importlib.util.find_spec(f"{module}.__main__") is not None
-    except ImportError:
-        return False
-
-
-def read_state(root: Path) -> dict[str, Any] | None:
-    """What `run.json` says runs under `root`, or None."""
-    try:
-        state: dict[str, Any] = json.loads((root / ".data" / "run.json").read_text())
-    except (OSError, ValueError):
-        return None
-    return state
-
-
-def terminate_records(records: Sequence[Mapping[str, Any]], timeout: float = 10.0) -> None:
-    """Stop processes named by `run.json` records that another process started: SIGTERM each
-    process group (kind by kind, in stop order), then SIGKILL what is left after `timeout`."""
-    for kind in STOP_ORDER:
-        batch = [r for r in records if r["kind"] == kind and is_alive(r["pid"], r.get("started"))]
-        for record in batch:
-            signal_group(record["pid"], signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and any(is_alive(r["pid"]) for r in batch):
-            time.sleep(0.05)
-        for record in batch:
-            if group_alive(record["pid"]):
-                signal_group(record["pid"], signal.SIGKILL)
 
 
 @dataclass
@@ -169,7 +52,30 @@ class Part:
 
     def log_tail(self, lines: int = 20) -> str:
         self.pump.join(2)  # let the last lines reach the file
-        return tail(self.log_path, lines)
+        return logs.tail(self.log_path, lines)
+
+
+def answers(port: int, path: str | None) -> bool:
+    """Whether 127.0.0.1:`port` answers `GET path` with 200 (any connection, for None)."""
+    if path is None:
+        try:
+            socket.create_connection(("127.0.0.1", port), 1).close()
+        except OSError:
+            return False
+        return True
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # no $http_proxy
+    try:
+        with opener.open(f"http://127.0.0.1:{port}{path}", timeout=2) as answer:
+            return bool(answer.status == 200)
+    except (OSError, urllib.error.URLError):  # 503 too: not ready yet
+        return False
+
+
+def terminate_records(records: Sequence[Mapping[str, Any]], timeout: float = 10.0) -> None:
+    """Stop processes named by `run.json` records that another process started: SIGTERM each
+    process group (kind by kind, in stop order), then SIGKILL what is left after `timeout`."""
+    for kind in STOP_ORDER:
+        stop_groups([(r["pid"], r.get("started")) for r in records if r["kind"] == kind], timeout)
 
 
 class Stack:
@@ -181,29 +87,23 @@ class Stack:
         *,
         ingress_port: int | None = None,
         env: Mapping[str, str] | None = None,
-        log: LogSink | None = None,
+        log: logs.LogSink | None = None,
         services: Iterable[str] | None = None,
         start_timeout: float = 90.0,
         stop_timeout: float = 15.0,
     ) -> None:
         self.root = Path(root).resolve()
-        self.data = self.root / ".data"
+        self.data = data_dir(self.root)
         self.overrides = dict(env or {})
         self.environ = {**os.environ, **self.overrides}
-        if ingress_port is None:
-            ingress_port = int(self.environ.get("INGRESS_PORT") or DEFAULT_INGRESS_PORT)
-        self.requested_ingress_port = ingress_port
+        self.requested_ingress_port = topology.ingress_port(self.environ, ingress_port)
         self.sink = log
-        # Every installed service (each declares itself), or only those named.
-        known = {s.name: s for s in installed_services()}
-        self.wanted = (
-            tuple(known[n] for n in services) if services is not None else tuple(known.values())
-        )
+        self.wanted = topology.wanted(services)
         self.start_timeout = start_timeout
         self.stop_timeout = stop_timeout
         self.parts: list[Part] = []
         self.skipped: list[str] = []
-        self._ports: set[int] = set()
+        self._ports = Ports()
         self._lock = threading.Lock()
 
     # -- what runs where ------------------------------------------------------------------------
@@ -254,46 +154,32 @@ class Stack:
         for sub in ("nats", "redis", "mongo", "logs"):
             (self.data / sub).mkdir(parents=True, exist_ok=True)
         self._clear_leftovers()
-        ingress_port = self.requested_ingress_port or self._free_port()
+        ingress_port = self.requested_ingress_port or self._ports.take()
         if not port_is_free(ingress_port):
             raise StackError(
                 f"port {ingress_port} is already in use; stop what uses it or set INGRESS_PORT"
             )
-        self._ports.add(ingress_port)
+        self._ports.claim(ingress_port)
 
         nats = self._server("nats", start_nats)
         redis = self._server("redis", start_redis)
         mongo = self._server("mongo", start_mongo)
 
         stripe_key = self.environ.get("STRIPE_KEY") or DEV_STRIPE_KEY
-        jwt_key = self.environ.get("JWT_KEY") or self._dev_secret(
-            "jwt_key", lambda: secrets.token_urlsafe(48)
+        jwt_key = self.environ.get("JWT_KEY") or dev_secret(
+            self.root, "jwt_key", topology.new_jwt_key
         )
-        common = {
-            "PYTHONUNBUFFERED": "1",
-            "HOST": "127.0.0.1",
-            "NATS_URL": nats.url,
-            "REDIS_URL": redis.url,
-            "JWT_KEY": jwt_key,
-            "COOKIE_SECURE": "false",
-            "STRIPE_KEY": stripe_key,
-            "NO_PROXY": ",".join(
-                filter(None, [self.environ.get("NO_PROXY", ""), "127.0.0.1,localhost"])
-            ),
-        }
+        common = topology.services_env(
+            self.environ, nats=nats.url, redis=redis.url, jwt_key=jwt_key, stripe_key=stripe_key
+        )
         # Payments checks Stripe's webhook signatures with it; a real key needs the real secret.
         webhook_secret = self.environ.get("STRIPE_WEBHOOK_SECRET", "")
         waiting: list[tuple[Part, str | None]] = []
-        if stripe_key.startswith(DEV_STRIPE_KEY):
-            webhook_secret = webhook_secret or self._dev_secret(
-                "stripe_webhook_secret", lambda: f"whsec_{secrets.token_hex(24)}"
+        if topology.fakes_stripe(stripe_key):
+            webhook_secret = webhook_secret or dev_secret(
+                self.root, "stripe_webhook_secret", topology.new_webhook_secret
             )
-            stripe_env = {
-                "HOST": "127.0.0.1",
-                # Through the ingress, as Stripe reaches the payments service.
-                "WEBHOOK_URL": f"http://127.0.0.1:{ingress_port}{WEBHOOK_PATH}",
-                "STRIPE_WEBHOOK_SECRET": webhook_secret,
-            }
+            stripe_env = topology.stripe_env(ingress_port, webhook_secret)
             stripe = self._spawn("stripe", "stripe", "fakestripe", stripe_env)
             common["STRIPE_API_BASE"] = stripe.url
             waiting.append((stripe, "/healthz"))
@@ -302,32 +188,24 @@ class Stack:
 
         ports: dict[str, int] = {}
         for service in self.wanted:
-            if runnable(service.module):
-                ports[service.name] = self._free_port()
+            if topology.runnable(service.module):
+                ports[service.name] = self._ports.take()
             else:
                 self.skipped.append(service.name)
         if self.skipped:
             self.say(f"not runnable yet, skipped: {', '.join(self.skipped)}")
-        apis = [s for s in self.wanted if s.route and s.route != "/"]
-        for service in apis:
-            # A skipped service's URL is the ingress, which answers its routes with the SPEC 503.
-            port = ports.get(service.name, ingress_port)
-            common[f"{service.name.upper()}_URL"] = f"http://127.0.0.1:{port}"
+        common.update(topology.api_urls(self.wanted, ports, ingress_port))
         for service in self.wanted:
             if service.name not in ports:
                 continue
-            own = {"MONGO_URI": f"{mongo.url}/{service.name}"} if service.uses_mongo else {}
-            if service.name == "payments" and webhook_secret:
-                own["STRIPE_WEBHOOK_SECRET"] = webhook_secret
-            env = {**common, **own}
+            env = topology.service_env(
+                service, common, mongo=mongo.url, webhook_secret=webhook_secret
+            )
             part = self._spawn(service.name, "service", service.module, env, ports[service.name])
             waiting.append((part, "/readyz"))
         # The ingress needs nothing running to start (its routes answer 503 until their service
         # does), so it starts alongside the services.
-        routes = {
-            s.route: p.url for s in self.wanted for p in self.parts if p.name == s.name and s.route
-        }
-        ingress_env = {"INGRESS_HOST": "127.0.0.1", "ROUTES": json.dumps(routes)}
+        ingress_env = topology.ingress_env(topology.routes(self.wanted, self.service_urls))
         ingress = self._spawn("ingress", "ingress", "devstack.ingress", ingress_env, ingress_port)
         waiting.append((ingress, None))
         self._await_ready(waiting)
@@ -347,57 +225,24 @@ class Stack:
         if leftovers:
             self.say(f"stopping leftovers of an earlier run: {[r['name'] for r in leftovers]}")
             terminate_records(leftovers, self.stop_timeout)
-        (self.data / "run.json").unlink(missing_ok=True)
+        clear_state(self.root)
         # nx-27017 refuses to start while its pid file names a live process (pids get reused).
         (self.data / "mongo" / "nx-27017.pid").unlink(missing_ok=True)
 
-    def _free_port(self, preferred: int | None = None) -> int:
-        port = pick_port(preferred) if preferred else free_port()
-        while port in self._ports:
-            port = free_port()
-        self._ports.add(port)
-        return port
-
-    def _dev_secret(self, name: str, make: Callable[[], str]) -> str:
-        """A random secret made once and kept in `.data/<name>`, so what it signs (sessions,
-        webhooks) stays valid across restarts of the stack."""
-        path = self.data / name
-        if not path.exists() or not path.read_text().strip():
-            path.touch(mode=0o600)
-            path.write_text(make())
-        return path.read_text().strip()
-
     def _pump(self, name: str) -> tuple[int, Path, threading.Thread]:
-        """A pipe whose lines go to `.data/logs/<name>.log` and to the sink; give the child
-        the write end (and close it here once the child has it)."""
+        """A pipe whose lines go to `.data/logs/<name>.log` and to the sink."""
         path = self.data / "logs" / f"{name}.log"
-        read_fd, write_fd = os.pipe()
-        out = path.open("wb")
-
-        def copy() -> None:
-            with os.fdopen(read_fd, "rb") as pipe, out:
-                for raw in pipe:
-                    out.write(raw)
-                    out.flush()
-                    line = raw.decode(errors="replace").rstrip("\r\n")
-                    if self.sink is not None and not (name == "mongo" and CHATTY.search(line)):
-                        # A sink that fails (a closed terminal) must not stop the draining:
-                        # a child blocked on a full pipe would hang.
-                        with contextlib.suppress(Exception):
-                            self.sink(name, line)
-
-        thread = threading.Thread(target=copy, name=f"log-{name}", daemon=True)
-        thread.start()
+        write_fd, thread = logs.pump(name, path, self.sink)
         return write_fd, path, thread
 
     def _server(self, name: str, start: Callable[..., Server]) -> Part:
-        port = self._free_port(PREFERRED_PORTS[name])
+        port = self._ports.take(PREFERRED_PORTS[name])
         write_fd, path, pump = self._pump(name)
         try:
             server = start(self.data / name, port, write_fd)
         except (RuntimeError, TimeoutError) as exc:
             pump.join(2)
-            raise StackError(f"{name}: {exc}; its log ends with:\n{tail(path)}") from None
+            raise StackError(f"{name}: {exc}; its log ends with:\n{logs.tail(path)}") from None
         finally:
             os.close(write_fd)
         return self._add(Part(name, "server", server.process, port, server.url, path, pump))
@@ -405,24 +250,15 @@ class Stack:
     def _spawn(
         self, name: str, kind: str, module: str, env: Mapping[str, str], port: int | None = None
     ) -> Part:
-        """Run `python -m <module>` in its own session (Ctrl-C in the terminal reaches only the
-        CLI, which stops the children in order). Its environment: the caller's, then `env`, then
-        the stack's `env=` overrides, then its own port."""
-        port = port or self._free_port()
+        """Run `python -m <module>` as the part `name`, on `port` or a free one, with `env` on
+        top of the caller's environment (the stack's `env=` overrides still win)."""
+        port = port or self._ports.take()
         write_fd, path, pump = self._pump(name)
-        environ = {**self.environ, **env, **self.overrides, "PORT": str(port)}
-        if kind == "ingress":
-            environ["INGRESS_PORT"] = str(port)
+        environ = topology.child_env(
+            self.environ, env, self.overrides, port, ingress=kind == "ingress"
+        )
         try:
-            process = subprocess.Popen(
-                [sys.executable, "-m", module],
-                cwd=self.root,
-                env=environ,
-                stdin=subprocess.DEVNULL,
-                stdout=write_fd,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+            process = spawn(module, cwd=self.root, env=environ, output=write_fd)
         finally:
             os.close(write_fd)
         return self._add(Part(name, kind, process, port, f"http://127.0.0.1:{port}", path, pump))
@@ -460,18 +296,8 @@ class Stack:
             time.sleep(0.1)
 
     def _write_state(self) -> None:
-        state = {
-            "pid": os.getpid(),
-            "started": process_start(os.getpid()),
-            "root": str(self.root),
-            "url": next((p.url for p in self.parts if p.kind == "ingress"), None),
-            "parts": [p.record() for p in self.parts],
-            "skipped": self.skipped,
-        }
-        path = self.data / "run.json"
-        temporary = path.with_suffix(".tmp")
-        temporary.write_text(json.dumps(state, indent=2))
-        temporary.replace(path)
+        url = next((p.url for p in self.parts if p.kind == "ingress"), None)
+        write_state(self.root, url, [p.record() for p in self.parts], self.skipped)
 
     def say(self, message: str) -> None:
         if self.sink is not None:
@@ -488,46 +314,14 @@ class Stack:
             for part in self.parts:
                 part.pump.join(2)
             if self.parts:
-                (self.data / "run.json").unlink(missing_ok=True)
+                clear_state(self.root)
             self.parts.clear()
             self._ports.clear()
 
     def _stop_batch(self, batch: list[Part]) -> None:
-        for part in batch:
-            if part.process.poll() is None:
-                signal_group(part.process.pid, signal.SIGTERM)
-        deadline = time.monotonic() + self.stop_timeout
-        for part in batch:
-            try:
-                part.process.wait(max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                self.say(f"{part.name} did not stop within {self.stop_timeout:.0f}s: killed")
-                signal_group(part.process.pid, signal.SIGKILL)
-                part.process.wait()
-            if group_alive(part.process.pid):  # a grandchild outlived its parent
-                signal_group(part.process.pid, signal.SIGKILL)
+        names = {part.process.pid: part.name for part in batch}
 
+        def killed(process: subprocess.Popen[bytes]) -> None:
+            self.say(f"{names[process.pid]} did not stop within {self.stop_timeout:.0f}s: killed")
 
-def compact(line: str) -> str:
-    """A JSON log line as `level message [requestId]`, then its traceback; others unchanged."""
-    entry: Any = None
-    if line.startswith("{"):
-        with contextlib.suppress(ValueError):
-            entry = json.loads(line)
-    if not (isinstance(entry, dict) and "message" in entry):
-        return line
-    text = f"{entry.get('level', '')!s:<7} {entry['message']}"
-    if entry.get("requestId"):
-        text += f"  [{entry['requestId']}]"
-    if entry.get("error"):
-        text += "\n" + str(entry["error"]).rstrip()
-    return text
-
-
-def tail(path: Path, lines: int = 20) -> str:
-    """The last `lines` lines of a log file, JSON lines made readable."""
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return ""
-    return "\n".join(compact(line) for line in text.splitlines()[-lines:])
+        stop_children([part.process for part in batch], self.stop_timeout, killed)

@@ -19,7 +19,7 @@ import pytest
 from nats.js.api import ConsumerConfig
 
 from devstack.cli import duration, render, size
-from devstack.stack import is_alive, process_start
+from devstack.processes import is_alive, process_start
 from ticketing_common.bus import EventBus
 from ticketing_common.embedded import free_port, port_is_free
 from ticketing_testing import eventually

@@ -8,7 +8,8 @@ import httpx
 import pytest
 import stripe
 
-from devstack.stack import Stack, StackError, is_alive
+from devstack.processes import is_alive
+from devstack.stack import Stack, StackError
 from devstack.testing import start_stack
 from ticketing_common.sessions import issue_token
 

@@ -1,9 +1,9 @@
-"""How the orders service applies other services' events, and its overdue sweep."""
+"""How the orders service applies other services' events: one function per event type, given
+the service's storage."""
 
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
 
 from ticketing_common.events import (
     ExpirationComplete,
@@ -15,12 +15,10 @@ from ticketing_common.events import (
 )
 from ticketing_common.handlers import Handlers, handlers, on
 from ticketing_common.listener import Retry
-from ticketing_common.mongo import Document, object_id
-from ticketing_common.periodic import Periodic
+from ticketing_common.mongo import object_id
 from ticketing_common.replica import Applied, event_object_id
-from ticketing_common.runtime import Runtime
-from ticketing_orders.models import Orders, Storage, expire
-from ticketing_orders.settings import Settings
+from ticketing_orders.domain import OrderDoc, expire
+from ticketing_orders.repository import Orders, Storage
 
 log = logging.getLogger("ticketing.orders.handlers")
 CANCELLED = OrderStatus.CANCELLED
@@ -37,7 +35,7 @@ async def update_ticket(event: TicketUpdated, storage: Storage) -> None:
         raise Retry(f"ticket {event.id} version {event.version - 1} has not arrived yet")
 
 
-async def _order(orders: Orders, order_id: str) -> Document:
+async def _order(orders: Orders, order_id: str) -> OrderDoc:
     """The event's order; one we never made is an error (retried, then a dead letter)."""
     oid = object_id(order_id)
     order = await orders.get(oid) if oid is not None else None
@@ -71,29 +69,4 @@ HANDLERS: Handlers[Storage] = handlers(
     on(ExpirationComplete, expire_order),
     on(PaymentCreated, complete_order),
     on(PaymentRefunded, record_refund),
-)
-
-
-async def cancel_overdue(runtime: Runtime) -> int:
-    """Cancel unpaid orders whose expiry passed a grace ago, as `expiration:complete` would:
-    a lost expiration job then costs seconds, not a ticket held forever."""
-    orders = Orders(runtime.db, runtime.relay)
-    cancelled = 0
-    grace = _settings(runtime).order_overdue_grace_seconds
-    for order in await orders.overdue(datetime.now(UTC), grace):
-        if await orders.transition(order, expire) is not None:
-            log.warning("order %s was overdue: cancelled by the sweep", order["_id"])
-            cancelled += 1
-    return cancelled
-
-
-def _settings(runtime: Runtime) -> Settings:
-    assert isinstance(runtime.settings, Settings)
-    return runtime.settings
-
-
-OVERDUE_SWEEP = Periodic(
-    "overdue-orders",
-    seconds=lambda runtime: _settings(runtime).overdue_sweep_seconds,
-    job=cancel_overdue,
 )

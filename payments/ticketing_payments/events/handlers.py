@@ -6,7 +6,7 @@ from ticketing_common.events import OrderCancelled, OrderCreated
 from ticketing_common.handlers import Handlers, handlers, on
 from ticketing_common.listener import Retry
 from ticketing_common.replica import Applied
-from ticketing_payments.models import is_cancelled
+from ticketing_payments.domain import is_cancelled
 from ticketing_payments.settlement import Settlement
 
 

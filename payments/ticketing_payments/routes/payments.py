@@ -11,10 +11,11 @@ from ticketing_common.errors import BadRequestError, ServiceUnavailableError
 from ticketing_common.service import context_of
 from ticketing_common.sessions import RequiredUser
 from ticketing_common.settings import get_settings
+from ticketing_payments.domain import Outcome, attempts
 from ticketing_payments.gateway import Refused, Unavailable
-from ticketing_payments.models import NewPayment, PaymentOut, attempts
+from ticketing_payments.schemas import NewPayment, PaymentOut
 from ticketing_payments.settings import Settings
-from ticketing_payments.settlement import Outcome, Settlement
+from ticketing_payments.settlement import Settlement
 
 router = APIRouter(tags=["payments"])
 
@@ -30,7 +31,7 @@ SettlementDep = Annotated[Settlement, Depends(get_settlement)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
-@router.post("", status_code=status.HTTP_201_CREATED)
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=PaymentOut)
 async def create_payment(
     body: NewPayment, user: RequiredUser, settlement: SettlementDep, settings: SettingsDep
 ) -> PaymentOut:

@@ -12,6 +12,7 @@ from fastapi import APIRouter, Request
 
 from ticketing_common.errors import BadRequestError
 from ticketing_payments.routes.payments import SettingsDep, SettlementDep
+from ticketing_payments.schemas import Received
 
 log = logging.getLogger("ticketing.payments.webhooks")
 
@@ -40,10 +41,10 @@ def verified_event(payload: bytes, header: str | None, secret: str | None) -> di
     return event
 
 
-@router.post("/webhook", include_in_schema=False)
+@router.post("/webhook", response_model=Received, include_in_schema=False)
 async def stripe_webhook(
     request: Request, settlement: SettlementDep, settings: SettingsDep
-) -> dict[str, bool]:
+) -> Received:
     event = verified_event(
         await request.body(),
         request.headers.get("stripe-signature"),
@@ -57,10 +58,10 @@ async def stripe_webhook(
     }
     apply = appliers.get(kind)
     if apply is None:
-        return {"received": True}  # not an event this service acts on
+        return Received(received=True)  # not an event this service acts on
     handled = settlement.webhook_events
     if not await handled.first_time(event["id"], kind):
-        return {"received": True}
+        return Received(received=True)
     data = event.get("data")
     obj = data.get("object") if isinstance(data, dict) else None
     try:
@@ -69,4 +70,4 @@ async def stripe_webhook(
         # Not applied: Stripe delivers it again (it retries what is not answered 2xx).
         await handled.forget(event["id"])
         raise
-    return {"received": True}
+    return Received(received=True)

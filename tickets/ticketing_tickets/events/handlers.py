@@ -9,8 +9,9 @@ from ticketing_common.errors import Contention
 from ticketing_common.events import OrderCancelled, OrderCreated
 from ticketing_common.handlers import Handlers, handlers, on
 from ticketing_common.listener import Retry
-from ticketing_common.mongo import Document, object_id
-from ticketing_tickets.models import Tickets, Update, release, reserve
+from ticketing_common.mongo import Update, object_id
+from ticketing_tickets.domain import TicketDoc, held_by_another, release, reserve
+from ticketing_tickets.repository import Tickets
 
 log = logging.getLogger("ticketing.tickets.handlers")
 
@@ -20,44 +21,44 @@ class TicketNotFound(LookupError):
 
 
 async def _apply(
-    tickets: Tickets, ticket_id: str, decide: Callable[[Document], Update | None]
-) -> Document:
+    tickets: Tickets, ticket_id: str, decide: Callable[[TicketDoc], Update | None]
+) -> TicketDoc:
     oid = object_id(ticket_id)
     if oid is None:
         raise TicketNotFound(f"Ticket not found: {ticket_id}")
 
-    def decide_found(doc: Document | None) -> Update | None:
-        if doc is None:
+    def decide_found(ticket: TicketDoc | None) -> Update | None:
+        if ticket is None:
             raise TicketNotFound(f"Ticket not found: {ticket_id}")
-        return decide(doc)
+        return decide(ticket)
 
     try:
-        doc, _ = await tickets.change(oid, decide_found)
+        ticket, _ = await tickets.change(oid, decide_found)
     except Contention as exc:
         raise Retry(str(exc)) from None
-    assert doc is not None
-    return doc
+    assert ticket is not None
+    return ticket
 
 
 async def reserve_ticket(event: OrderCreated, tickets: Tickets) -> None:
     """Reserve the ticket for the new order; a repeat finds it reserved and changes nothing."""
 
-    def decide(doc: Document) -> Update | None:
-        holder = doc.get("orderId")
-        if holder and holder != event.id and event.id not in doc.get("releasedOrders", {}):
-            # Orders lets one live order hold a ticket, so the holder's cancellation is on its
-            # way (another consumer): wait for it rather than drop this order.
+    def decide(ticket: TicketDoc) -> Update | None:
+        holder = held_by_another(ticket, event.id)
+        if holder:
+            # Its cancellation is on its way (another consumer): wait for it rather than drop
+            # this order.
             raise Retry(f"ticket {event.ticket.id} is held by {holder}: wait for its release")
-        return reserve(doc, event.id)
+        return reserve(ticket, event.id)
 
-    doc = await _apply(tickets, event.ticket.id, decide)
-    if doc.get("orderId") != event.id:
+    ticket = await _apply(tickets, event.ticket.id, decide)
+    if ticket.get("orderId") != event.id:
         log.warning("order %s was cancelled before its reservation: not applied", event.id)
 
 
 async def release_ticket(event: OrderCancelled, tickets: Tickets) -> None:
     """Free the ticket if the cancelled order is the one holding it."""
-    await _apply(tickets, event.ticket.id, lambda doc: release(doc, event.id))
+    await _apply(tickets, event.ticket.id, lambda ticket: release(ticket, event.id))
 
 
 def _ticket_of(event: OrderCreated | OrderCancelled) -> str:

@@ -1,0 +1,87 @@
+"""Auth's storage: the users and failed sign-ins collections, and the context its routes are
+given (`Accounts`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
+
+from ticketing_auth.domain import EmailInUse, SigninFailure, SigninLimit, User
+from ticketing_auth.passwords import Passwords
+from ticketing_auth.settings import Settings
+from ticketing_common.mongo import Document, Index
+from ticketing_common.runtime import Runtime
+
+USERS = "users"
+SIGNIN_FAILURES = "signin_failures"
+
+INDEXES = {
+    USERS: [Index([("email", 1)], unique=True)],
+    SIGNIN_FAILURES: [
+        Index([("email", 1), ("at", -1)]),
+        # Failures are kept a day, far longer than any sign-in window.
+        Index([("at", 1)], options={"expireAfterSeconds": 24 * 3600}),
+    ],
+}
+
+
+def _user(doc: Document) -> User:
+    return {"_id": doc["_id"], "email": doc["email"], "password": doc["password"]}
+
+
+class Users:
+    """The users collection; the unique email index decides who signed up first."""
+
+    def __init__(self, db: AsyncDatabase[Document]) -> None:
+        self.collection = db[USERS]
+
+    async def add(self, email: str, password_hash: str) -> User:
+        try:
+            result = await self.collection.insert_one({"email": email, "password": password_hash})
+        except DuplicateKeyError:
+            raise EmailInUse() from None
+        return {"_id": result.inserted_id, "email": email, "password": password_hash}
+
+    async def find(self, email: str) -> User | None:
+        doc: Document | None = await self.collection.find_one({"email": email})
+        return _user(doc) if doc is not None else None
+
+
+class SigninFailures:
+    """Failed sign-ins per email (known or not)."""
+
+    def __init__(self, db: AsyncDatabase[Document]) -> None:
+        self.collection = db[SIGNIN_FAILURES]
+
+    async def count_since(self, email: str, since: datetime, *, at_most: int) -> int:
+        """How many failures of `email` came after `since`; counting stops at `at_most`."""
+        count: int = await self.collection.count_documents(
+            {"email": email, "at": {"$gt": since}}, limit=at_most
+        )
+        return count
+
+    async def record(self, failure: SigninFailure) -> None:
+        await self.collection.insert_one(dict(failure))
+
+
+@dataclass(frozen=True)
+class Accounts:
+    """What the auth service's routes are given: users, sign-in failures and their limit,
+    password hashing."""
+
+    users: Users
+    failures: SigninFailures
+    limit: SigninLimit
+    passwords: Passwords
+
+    @classmethod
+    def of(cls, runtime: Runtime) -> Accounts:
+        settings = runtime.settings
+        assert isinstance(settings, Settings)
+        limit = SigninLimit(
+            settings.signin_max_failures, timedelta(seconds=settings.signin_window_seconds)
+        )
+        return cls(Users(runtime.db), SigninFailures(runtime.db), limit, Passwords(settings))

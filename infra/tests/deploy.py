@@ -1,0 +1,170 @@
+"""What the deployment checks share: the files, the services as they declare themselves, what each
+deployment must give them, and the stack file, nginx.conf and overlays as the tools read them.
+
+The checks run without a Docker engine or a cluster (`docker stack config`, the Compose-spec JSON
+schema, `kubectl kustomize`, `kubernetes-validate --strict`, hadolint); building images and starting
+containers or pods is left to an operator (README.md, "Deploying").
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from ticketing_common.registry import installed_services
+
+ROOT = Path(__file__).resolve().parents[2]
+STACK_FILE = ROOT / "docker-compose.yml"
+K8S = ROOT / "infra" / "k8s"
+NGINX_CONF = ROOT / "infra" / "nginx" / "nginx.conf"
+DEPLOY_MD = ROOT / "README.md"
+
+Doc = dict[str, Any]
+
+# The services, as they declare themselves (see ticketing_common.registry).
+INSTALLED = installed_services()
+SERVICES = [s.name for s in INSTALLED]
+DB_SERVICES = [s.name for s in INSTALLED if s.uses_mongo]
+DATASTORES = [f"{s}-mongo" for s in DB_SERVICES] + ["nats", "redis"]
+API_ROUTES = {s.route: s.name for s in INSTALLED if s.route and s.route != "/"}
+
+
+# service -> (directory, workspace package, module run by `python -m`)
+def _directory(module: str) -> str:
+    """The repository folder of a service package (where its Dockerfile is)."""
+    spec = importlib.util.find_spec(module)
+    assert spec is not None and spec.origin is not None, module
+    return str(Path(spec.origin).parent.parent.relative_to(ROOT))
+
+
+IMAGES: dict[str, tuple[str, str, str]] = {
+    **{s.name: (_directory(s.module), s.distribution, s.module) for s in INSTALLED},
+    "fakestripe": ("infra/fakestripe", "ticketing-fakestripe", "fakestripe"),
+}
+# What each service needs (layout contract); *_FILE stands in for a secret value.
+REQUIRED_ENV: dict[str, set[str]] = {
+    "auth": {"MONGO_URI", "JWT_KEY_FILE"},
+    "tickets": {"MONGO_URI", "NATS_URL", "JWT_KEY_FILE"},
+    "orders": {"MONGO_URI", "NATS_URL", "JWT_KEY_FILE"},
+    "payments": {
+        "MONGO_URI",
+        "NATS_URL",
+        "JWT_KEY_FILE",
+        "STRIPE_KEY_FILE",
+        "STRIPE_WEBHOOK_SECRET_FILE",
+    },
+    "expiration": {"NATS_URL", "REDIS_URL"},
+    "client": {"JWT_KEY_FILE", "AUTH_URL", "TICKETS_URL", "ORDERS_URL", "PAYMENTS_URL"},
+}
+SECRET_VALUE_NAMES = ("JWT_KEY", "STRIPE_KEY", "STRIPE_WEBHOOK_SECRET")
+# Swarm: *_FILE setting -> secret, mounted at /run/secrets/<secret>.
+STACK_SECRETS = {
+    "JWT_KEY_FILE": "jwt_key",
+    "STRIPE_KEY_FILE": "stripe_key",
+    "STRIPE_WEBHOOK_SECRET_FILE": "stripe_webhook_secret",
+}
+WEBHOOK_PATH = "/api/payments/webhook"
+# What a real secret looks like: Stripe keys and webhook signing secrets.
+REAL_SECRET = re.compile(r"\b(?:sk|rk)_(?:live|test)_[\w-]+|\bwhsec_[\w-]+")
+FAKE_SECRET = "dev-only-not-secret"
+# Settings that name another service by host.
+ADDRESS_VARS = (
+    "MONGO_URI",
+    "NATS_URL",
+    "REDIS_URL",
+    "AUTH_URL",
+    "TICKETS_URL",
+    "ORDERS_URL",
+    "PAYMENTS_URL",
+)
+
+
+def run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=60, check=False)
+
+
+def tool(name: str, *candidates: str) -> str:
+    """The path of a CLI, or a skip that says which one is missing."""
+    for candidate in (*candidates, shutil.which(name)):
+        if candidate and Path(candidate).exists():
+            return candidate
+    pytest.skip(f"{name} CLI is not installed on this machine")
+
+
+# --- Docker Swarm stack -------------------------------------------------------------------
+
+
+@functools.cache
+def raw_stack() -> Doc:
+    """The stack file as written, YAML anchors and merge keys resolved."""
+    doc: Doc = yaml.safe_load(STACK_FILE.read_text())
+    return doc
+
+
+@functools.cache
+def stack() -> Doc:
+    """The stack as `docker stack config` normalises it, or the raw file without the CLI."""
+    docker = shutil.which("docker") or "/usr/local/bin/docker"
+    if not Path(docker).exists():
+        return raw_stack()
+    result = run(docker, "stack", "config", "-c", str(STACK_FILE))
+    assert result.returncode == 0, result.stderr
+    doc: Doc = yaml.safe_load(result.stdout)
+    return doc
+
+
+def stack_services() -> dict[str, Doc]:
+    services: dict[str, Doc] = stack()["services"]
+    return services
+
+
+# --- nginx (the Swarm ingress) --------------------------------------------------------------
+
+
+def nginx_locations() -> dict[str, str]:
+    """location -> what it does (the upstream service, or `return <code>`)."""
+    text = NGINX_CONF.read_text()
+    routes: dict[str, str] = {}
+    for match in re.finditer(r"location\s+(=\s+)?(\S+)\s*\{([^}]*)\}", text):
+        body = match.group(3)
+        upstream = re.search(r"set \$upstream http://([\w-]+):(\d+);", body)
+        if upstream:
+            assert "proxy_pass $upstream;" in body
+            routes[match.group(2)] = f"{upstream.group(1)}:{upstream.group(2)}"
+        elif ret := re.search(r"return (\d+)", body):
+            routes[match.group(2)] = f"return {ret.group(1)}"
+    return routes
+
+
+# --- Kubernetes ---------------------------------------------------------------------------
+
+
+@functools.cache
+def render(overlay: str) -> tuple[Doc, ...]:
+    kubectl = tool("kubectl", "/usr/bin/kubectl")
+    result = run(kubectl, "kustomize", str(K8S / "overlays" / overlay))
+    assert result.returncode == 0, result.stderr
+    return tuple(d for d in yaml.safe_load_all(result.stdout) if d)
+
+
+def objects(overlay: str, kind: str) -> dict[str, Doc]:
+    return {d["metadata"]["name"]: d for d in render(overlay) if d["kind"] == kind}
+
+
+def ingress_routes(overlay: str) -> tuple[Doc, dict[str, tuple[str, str]]]:
+    (ingress,) = objects(overlay, "Ingress").values()
+    (rule,) = ingress["spec"]["rules"]
+    routes = {
+        p["path"]: (p["backend"]["service"]["name"], p["backend"]["service"]["port"]["name"])
+        for p in rule["http"]["paths"]
+    }
+    assert all(p["pathType"] == "Prefix" for p in rule["http"]["paths"])
+    return ingress, routes
