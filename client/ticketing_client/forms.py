@@ -26,7 +26,8 @@ def token_is_valid(visitor: Visitor, sent: object) -> bool:
     return (
         not visitor.csrf_is_new
         and isinstance(sent, str)
-        and hmac.compare_digest(sent, visitor.csrf_token)
+        # As bytes: compare_digest refuses a str with characters beyond ASCII.
+        and hmac.compare_digest(sent.encode(), visitor.csrf_token.encode())
     )
 
 

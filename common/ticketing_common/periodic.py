@@ -1,31 +1,13 @@
-"""Work a service runs on a timer while it is up: the outbox sweep, and sweeps and reconcilers
-that repair what a lost message or a crash left behind. Every replica runs them; each job
-must be idempotent."""
+"""A timer loop: work a service runs every few seconds while it is up (the outbox sweep, and the
+services' `Periodic` jobs, see `ticketing_common.runtime`)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from ticketing_common.runtime import Runtime
 
 log = logging.getLogger("ticketing.periodic")
-
-
-@dataclass(frozen=True)
-class Periodic:
-    """A service's job, declared once: its interval read from the running service's settings."""
-
-    name: str
-    seconds: Callable[[Runtime], float]
-    job: Callable[[Runtime], Awaitable[object]]
-
-    def timer(self, runtime: Runtime) -> Every:
-        return Every(self.name, self.seconds(runtime), lambda: self.job(runtime))
 
 
 class Every:

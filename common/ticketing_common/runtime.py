@@ -13,6 +13,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from ticketing_common.bus import EventBus
 from ticketing_common.mongo import Document, database
 from ticketing_common.outbox import OutboxRelay
+from ticketing_common.periodic import Every
 from ticketing_common.settings import ServiceSettings
 
 T = TypeVar("T")
@@ -59,3 +60,17 @@ class Runtime:
         except Exception:
             return False
         return True
+
+
+@dataclass(frozen=True)
+class Periodic:
+    """A job a service runs on a timer while it is up: sweeps and reconcilers that repair what a
+    lost message or a crash left behind. Every replica runs it, so it must be idempotent. Its
+    interval is read from the running service's settings."""
+
+    name: str
+    seconds: Callable[[Runtime], float]
+    job: Callable[[Runtime], Awaitable[object]]
+
+    def timer(self, runtime: Runtime) -> Every:
+        return Every(self.name, self.seconds(runtime), lambda: self.job(runtime))

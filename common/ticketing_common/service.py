@@ -24,8 +24,7 @@ from ticketing_common.listener import Listener
 from ticketing_common.logs import RequestContextMiddleware, configure_logging
 from ticketing_common.mongo import Document, Index, connect, ensure_indexes
 from ticketing_common.outbox import OUTBOX_INDEX, OutboxRelay
-from ticketing_common.periodic import Periodic
-from ticketing_common.runtime import Runtime
+from ticketing_common.runtime import Periodic, Runtime
 from ticketing_common.settings import MongoSettings, NatsSettings, ServiceSettings, load_settings
 from ticketing_common.web import error_response, install_error_handlers
 
@@ -43,10 +42,19 @@ async def get_runtime(request: Request) -> Runtime:
 
 
 def context_of(request: Request, kind: type[T]) -> T:
-    """The running service's context (its `Service.context`), for a route's dependency."""
+    """The running service's context (its `Service.context`)."""
     context = request.app.state.runtime.context
     assert isinstance(context, kind)
     return context
+
+
+def context(kind: type[T]) -> Callable[[Request], Awaitable[T]]:
+    """A route dependency giving the service's context: `Depends(context(Storage))`."""
+
+    async def dependency(request: Request) -> T:
+        return context_of(request, kind)
+
+    return dependency
 
 
 async def get_db(request: Request) -> AsyncDatabase[Document]:

@@ -6,8 +6,7 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime
 
-from ticketing_common.periodic import Periodic
-from ticketing_common.runtime import Runtime
+from ticketing_common.runtime import Periodic, Runtime
 from ticketing_orders.domain import expire
 from ticketing_orders.repository import Storage
 from ticketing_orders.settings import Settings

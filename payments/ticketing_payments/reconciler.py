@@ -14,8 +14,7 @@ import logging
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
-from ticketing_common.periodic import Periodic
-from ticketing_common.runtime import Runtime
+from ticketing_common.runtime import Periodic, Runtime
 from ticketing_payments.domain import (
     Attempt,
     Order,

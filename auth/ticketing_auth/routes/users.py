@@ -5,24 +5,20 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request, Response, status
+from fastapi import APIRouter, Depends, Response, status
 
 from ticketing_auth.domain import InvalidCredentials, User, public, signed_in, signin_failure
 from ticketing_auth.repository import Accounts
 from ticketing_auth.schemas import CurrentUserOut, SignedOut, SignIn, SignUp, UserOut
 from ticketing_auth.settings import Settings
-from ticketing_common.service import context_of
+from ticketing_common.service import context
 from ticketing_common.sessions import OptionalUser, clear_session, issue_token, set_session
 from ticketing_common.settings import get_settings
 
 router = APIRouter(tags=["users"])
 
 
-async def get_accounts(request: Request) -> Accounts:
-    return context_of(request, Accounts)
-
-
-AccountsDep = Annotated[Accounts, Depends(get_accounts)]
+AccountsDep = Annotated[Accounts, Depends(context(Accounts))]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 

@@ -41,8 +41,8 @@ def test_the_visitors_own_token_is_valid(make_visitor: MakeVisitor) -> None:
 
 @pytest.mark.parametrize(
     "sent",
-    [None, "", "0" * 64, form_token(TEST_JWT_KEY, "t" * 43), form_token("other", SEED)],
-    ids=["missing", "empty", "zeros", "another seed's", "another key's"],
+    [None, "", "0" * 64, form_token(TEST_JWT_KEY, "t" * 43), form_token("other", SEED), "é" * 64],
+    ids=["missing", "empty", "zeros", "another seed's", "another key's", "not ascii"],
 )
 def test_any_other_token_is_refused(make_visitor: MakeVisitor, sent: object) -> None:
     assert not token_is_valid(make_visitor(csrf=SEED), sent)

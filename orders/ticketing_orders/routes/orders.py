@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request, Response, status
+from fastapi import APIRouter, Depends, Response, status
 
 from ticketing_common.mongo import require_object_id
-from ticketing_common.service import context_of
+from ticketing_common.service import context
 from ticketing_common.sessions import RequiredUser
 from ticketing_common.settings import get_settings
 from ticketing_orders.domain import cancel_by_user, new_order, orderable, owned
@@ -19,11 +19,7 @@ from ticketing_orders.settings import Settings
 router = APIRouter(tags=["orders"])
 
 
-async def get_storage(request: Request) -> Storage:
-    return context_of(request, Storage)
-
-
-StorageDep = Annotated[Storage, Depends(get_storage)]
+StorageDep = Annotated[Storage, Depends(context(Storage))]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request, status
+from fastapi import APIRouter, Depends, status
 
 from ticketing_common.errors import BadRequestError, ServiceUnavailableError
-from ticketing_common.service import context_of
+from ticketing_common.service import context
 from ticketing_common.sessions import RequiredUser
 from ticketing_common.settings import get_settings
 from ticketing_payments.domain import Outcome, attempts
@@ -23,11 +23,7 @@ router = APIRouter(tags=["payments"])
 HOLD_MARGIN_SECONDS = 5.0
 
 
-async def get_settlement(request: Request) -> Settlement:
-    return context_of(request, Settlement)
-
-
-SettlementDep = Annotated[Settlement, Depends(get_settlement)]
+SettlementDep = Annotated[Settlement, Depends(context(Settlement))]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, status
+from fastapi import APIRouter, Depends, Query, status
 
 from ticketing_common.errors import NotFoundError
 from ticketing_common.mongo import require_object_id
-from ticketing_common.service import context_of
+from ticketing_common.service import context
 from ticketing_common.sessions import RequiredUser
 from ticketing_tickets.domain import edit
 from ticketing_tickets.repository import Tickets
@@ -20,11 +20,7 @@ from ticketing_tickets.schemas import Limit, NewTicket, Offset, TicketEdit, Tick
 router = APIRouter(tags=["tickets"])
 
 
-async def get_tickets(request: Request) -> Tickets:
-    return context_of(request, Tickets)
-
-
-TicketsDep = Annotated[Tickets, Depends(get_tickets)]
+TicketsDep = Annotated[Tickets, Depends(context(Tickets))]
 
 
 @router.post(
