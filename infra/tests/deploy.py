@@ -23,6 +23,8 @@ from ticketing_common.registry import installed_services
 
 ROOT = Path(__file__).resolve().parents[2]
 STACK_FILE = ROOT / "docker-compose.yml"
+# The one image recipe: build arguments choose the service (see IMAGES and build_args).
+DOCKERFILE = ROOT / "Dockerfile"
 K8S = ROOT / "infra" / "k8s"
 NGINX_CONF = ROOT / "infra" / "nginx" / "nginx.conf"
 DEPLOY_MD = ROOT / "README.md"
@@ -37,9 +39,10 @@ DATASTORES = [f"{s}-mongo" for s in DB_SERVICES] + ["nats", "redis"]
 API_ROUTES = {s.route: s.name for s in INSTALLED if s.route and s.route != "/"}
 
 
-# service -> (directory, workspace package, module run by `python -m`)
+# service -> (directory, workspace package, module run by `python -m`): the Dockerfile's build
+# arguments SOURCE, PACKAGE and MODULE for its image.
 def _directory(module: str) -> str:
-    """The repository folder of a service package (where its Dockerfile is)."""
+    """The repository folder of a service package."""
     spec = importlib.util.find_spec(module)
     assert spec is not None and spec.origin is not None, module
     return str(Path(spec.origin).parent.parent.relative_to(ROOT))
@@ -124,6 +127,22 @@ def stack() -> Doc:
 def stack_services() -> dict[str, Doc]:
     services: dict[str, Doc] = stack()["services"]
     return services
+
+
+def _mapping(value: dict[str, Any] | list[str] | None) -> dict[str, str]:
+    """A Compose mapping, written as a mapping or as a list of NAME=value."""
+    if isinstance(value, list):
+        value = dict(item.split("=", 1) for item in value)
+    return {k: str(v) for k, v in (value or {}).items()}
+
+
+def stack_env(service: str) -> dict[str, str]:
+    return _mapping(stack_services()[service].get("environment"))
+
+
+def build_args(service: str) -> dict[str, str]:
+    """The build arguments the stack file gives the image of `service`."""
+    return _mapping(stack_services()[service].get("build", {}).get("args"))
 
 
 # --- nginx (the Swarm ingress) --------------------------------------------------------------

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from .deploy import DEPLOY_MD, IMAGES
+import re
+
+from .deploy import DEPLOY_MD, IMAGES, stack_env
+
+# The guide's build helper: `build SERVICE SOURCE PACKAGE MODULE [PORT]`, one line an image.
+BUILD_HELPER = (
+    'docker build --build-arg SOURCE="$2" --build-arg PACKAGE="$3" --build-arg MODULE="$4" \\\n'
+    '    --build-arg PORT="${5:-3000}" -t "$REGISTRY/$1:$TAG" .'
+)
 
 
 def test_deploy_guide_covers_the_operator_steps() -> None:
@@ -35,5 +43,13 @@ def test_deploy_guide_covers_the_operator_steps() -> None:
         "CrashLoopBackOff",
     ):
         assert step in text, step
-    for service in IMAGES:
-        assert f"-f {IMAGES[service][0]}/Dockerfile" in text, service
+
+
+def test_deploy_guide_builds_every_image_from_the_dockerfile_with_its_arguments() -> None:
+    text = DEPLOY_MD.read_text()
+    assert BUILD_HELPER in text
+    built = {
+        m[1]: (m[2], m[3], m[4], m[5] or "3000")
+        for m in re.finditer(r"^build (\S+) +(\S+) +(\S+) +(\S+)(?: +(\d+))?\b", text, re.M)
+    }
+    assert built == {service: (*IMAGES[service], stack_env(service)["PORT"]) for service in IMAGES}

@@ -28,16 +28,10 @@ from .deploy import (
     raw_stack,
     run,
     stack,
+    stack_env,
     stack_services,
     tool,
 )
-
-
-def stack_env(service: str) -> dict[str, str]:
-    env = stack_services()[service].get("environment") or {}
-    if isinstance(env, list):
-        env = dict(item.split("=", 1) for item in env)
-    return {k: str(v) for k, v in env.items()}
 
 
 def test_docker_stack_config_accepts_the_stack_file() -> None:
