@@ -3,32 +3,18 @@
 from __future__ import annotations
 
 import re
-import uuid
 from typing import TYPE_CHECKING
 
 from bson import ObjectId
 
 from ticketing_testing import Start, eventually
 
-if TYPE_CHECKING:
-    from conftest import Browser
+from .support import Browser, csrf_token, unique
 
+if TYPE_CHECKING:
     from devstack.stack import Stack
 
-CSRF = re.compile(r'name="csrf_token" value="([0-9a-f]+)"')
-
-
-def csrf_token(html: str) -> str:
-    found = CSRF.search(html)
-    assert found, "the page has no form token"
-    return found.group(1)
-
-
 TOKEN_ERROR = "Invalid or missing form token"
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
 def order_id_of(location: str) -> str:

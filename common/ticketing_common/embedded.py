@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -88,9 +89,17 @@ class Server:
 
 
 def _launch(
-    name: str, args: list[str], port: int, url: str, log: IO[bytes] | int, timeout: float
+    name: str,
+    args: list[str],
+    port: int,
+    url: str,
+    log: IO[bytes] | int,
+    timeout: float,
+    env: Mapping[str, str] | None = None,
 ) -> Server:
-    process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    process = subprocess.Popen(
+        args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env
+    )
     server = Server(name, url, port, process)
     try:
         wait_for_port(port, process, name, timeout)
@@ -130,3 +139,13 @@ def start_mongo(data_dir: Path, port: int, log: IO[bytes] | int = subprocess.DEV
         "--log-file", os.devnull,  # it logs every command; stdout already reaches `log`
     ]  # fmt: skip
     return _launch("mongo", args, port, f"mongodb://127.0.0.1:{port}", log, 30)
+
+
+def start_stripe(
+    port: int, log: IO[bytes] | int = subprocess.DEVNULL, env: Mapping[str, str] | None = None
+) -> Server:
+    """The project's Stripe-compatible test server (`python -m fakestripe`, configured by `env`
+    over this process's environment), once it listens."""
+    environment = {**os.environ, **(env or {}), "HOST": "127.0.0.1", "PORT": str(port)}
+    args = [sys.executable, "-m", "fakestripe"]
+    return _launch("stripe", args, port, f"http://127.0.0.1:{port}", log, 30, environment)

@@ -12,7 +12,7 @@ from ticketing_expiration.service import SERVICE
 from ticketing_expiration.worker import JobRunner
 from ticketing_testing import consumer_caught_up, eventually, serve
 
-from .conftest import fast_forward, in_seconds, order_created
+from .support import Expirations, fast_forward, in_seconds, order_created
 
 SUBJECT = Subject.ORDER_CREATED
 DURABLE = "expiration-order-created"
@@ -137,8 +137,6 @@ async def test_no_api_routes(client):
 async def test_a_job_due_while_nats_is_down_publishes_once_it_is_back(settings, pool, tmp_path):
     from ticketing_common.bus import EventBus
     from ticketing_common.embedded import start_nats
-
-    from .conftest import Expirations
 
     port = free_port()
     nats = start_nats(tmp_path / "nats", port)

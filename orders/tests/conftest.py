@@ -1,7 +1,7 @@
 """Fixtures for the orders service: the service under test (the shared harness runs it on real
 MongoDB and NATS), its ticket replica, and an order placed through the API."""
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -13,13 +13,12 @@ from ticketing_common.mongo import Document
 from ticketing_common.service import Service
 from ticketing_orders.service import SERVICE
 
+from .support import NewTicket
+
 
 @pytest.fixture
 def service() -> Service[Any, Any]:
     return SERVICE
-
-
-NewTicket = Callable[..., Awaitable[Document]]
 
 
 @pytest.fixture
@@ -43,10 +42,3 @@ async def order(
     user = signin()
     response = await client.post("/api/orders", json={"ticketId": str(ticket["_id"])}, headers=user)
     return {**response.json(), "headers": user}
-
-
-async def stored_order(db: AsyncDatabase[Document], order: dict[str, Any]) -> Document:
-    """The order as stored, less the outbox the relay empties in the background."""
-    doc = await db["orders"].find_one({"_id": ObjectId(order["id"])})
-    assert doc is not None
-    return {k: v for k, v in doc.items() if k not in ("outbox", "outboxRev", "outboxAt")}

@@ -7,7 +7,7 @@ from ticketing_common.deadletters import dead_letters
 from ticketing_common.events import ExpirationComplete
 from ticketing_testing import eventually
 
-from .conftest import stored_order
+from .support import stored_order
 
 URL = "/api/orders"
 

@@ -6,7 +6,7 @@ from ticketing_common.events import TicketUpdated
 from ticketing_orders.sweeps import cancel_overdue
 from ticketing_testing import eventually
 
-from .conftest import stored_order
+from .support import stored_order
 
 URL = "/api/orders"
 

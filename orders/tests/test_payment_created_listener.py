@@ -6,7 +6,7 @@ from ticketing_common.deadletters import dead_letters
 from ticketing_common.events import PaymentCreated, PaymentRefunded
 from ticketing_testing import eventually
 
-from .conftest import stored_order
+from .support import stored_order
 
 URL = "/api/orders"
 RESERVED = {"errors": [{"message": "Ticket is already reserved"}]}

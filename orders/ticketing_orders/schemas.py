@@ -42,12 +42,8 @@ class TicketOut(BaseModel):
 
     @classmethod
     def of(cls, ticket: TicketDoc) -> TicketOut:
-        return cls(
-            id=str(ticket["_id"]),
-            title=ticket["title"],
-            price=ticket["price"],
-            version=ticket["version"],
-        )
+        """The replica's public fields (the rest is ignored)."""
+        return cls.model_validate({**ticket, "id": str(ticket["_id"])})
 
 
 class OrderOut(BaseModel):

@@ -6,7 +6,7 @@ from ticketing_common.deadletters import dead_letters
 from ticketing_common.events import OrderCancelled, OrderCreated, OrderStatus
 from ticketing_testing import eventually
 
-from .conftest import new_id
+from .support import new_id
 
 
 def created(order_id=None, version=0, price=10.5):

@@ -15,7 +15,7 @@ from ticketing_payments.domain import MAX_ATTEMPTS
 from ticketing_payments.gateway import refund_key
 from ticketing_testing import bearer, eventually
 
-from .conftest import (
+from .support import (
     STRIPE_KEY,
     add_order,
     new_id,

@@ -5,7 +5,7 @@ import asyncio
 from ticketing_common.events import OrderStatus
 from ticketing_testing import bearer, eventually
 
-from .conftest import add_order, all_payments, new_id, payments_of
+from .support import add_order, all_payments, new_id, payments_of
 
 PAY = "/api/payments"
 

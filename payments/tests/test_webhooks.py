@@ -12,7 +12,7 @@ import httpx
 
 from ticketing_testing import bearer, eventually
 
-from .conftest import (
+from .support import (
     WEBHOOK_SECRET,
     add_order,
     all_payments,

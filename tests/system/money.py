@@ -29,7 +29,7 @@ from pymongo import AsyncMongoClient
 from ticketing_common.bus import DEAD_LETTER_STREAM
 from ticketing_testing import eventually
 
-from .conftest import User
+from .support import User
 
 STREAM = "TICKETING"
 INTENTS = "POST /v1/payment_intents"

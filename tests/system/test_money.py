@@ -18,7 +18,6 @@ from typing import Any
 import httpx
 import pytest
 
-from .conftest import User, user_factory
 from .money import (
     ALREADY_PAID,
     CANCELLED_ORDER,
@@ -31,6 +30,7 @@ from .money import (
     pay,
     until,
 )
+from .support import User, user_factory
 
 # A stack where orders expire quickly and the payments reconciler repairs quickly.
 EXPIRY_SECONDS = 3

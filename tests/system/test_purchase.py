@@ -9,7 +9,7 @@ from redis.asyncio import Redis
 from ticketing_common.bus import EventBus
 from ticketing_testing import eventually, stream_messages
 
-from .conftest import listed, user_factory
+from .support import listed, user_factory
 
 
 async def _status(user, order_id):

@@ -3,7 +3,6 @@ client's settings under test, as in the parent conftest, but naming APIs nothing
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import cast
 
 import aiohttp
@@ -14,7 +13,7 @@ from ticketing_client.settings import Settings
 from ticketing_client.visitor import Visitor, visit
 from ticketing_testing import TEST_JWT_KEY
 
-MakeVisitor = Callable[..., Visitor]
+from .support import MakeVisitor
 
 
 @pytest.fixture

@@ -29,7 +29,7 @@ from ticketing_common.web import status_of
 from ticketing_testing import TEST_JWT_KEY
 
 if TYPE_CHECKING:
-    from conftest import MakeVisitor
+    from .support import MakeVisitor
 
 SEED = "s" * 43
 TOKEN = form_token(TEST_JWT_KEY, SEED)

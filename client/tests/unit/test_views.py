@@ -11,7 +11,7 @@ from ticketing_client.views import content_policy, env, money, page, redirect
 from ticketing_common.events import OrderStatus
 
 if TYPE_CHECKING:
-    from conftest import MakeVisitor
+    from .support import MakeVisitor
 
 SEED = "v" * 43
 

@@ -12,7 +12,7 @@ from ticketing_common.sessions import COOKIE_NAME, encode_cookie, issue_token
 from ticketing_testing import TEST_JWT_KEY
 
 if TYPE_CHECKING:
-    from conftest import MakeVisitor
+    from .support import MakeVisitor
 
 SEED = "a" * 43
 

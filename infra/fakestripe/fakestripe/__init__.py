@@ -45,7 +45,8 @@ Test-only routes (`/_test`, no auth), for tests to look and to arrange races:
   `GET /_test/faults` shows the rules and `held` requests; `POST /_test/faults/release`
   (`{"count": n}` for the oldest n) lets held requests go on; `DELETE /_test/faults` clears all.
 
-Run it with `python -m fakestripe` (`HOST`, default 0.0.0.0; `PORT`, default 12111).
+Run it with `python -m fakestripe` (`HOST`, default 0.0.0.0; `PORT`, default 12111). Tests start
+it as a process with `ticketing_common.embedded.start_stripe`, like the other servers.
 """
 
 from fakestripe.app import CARDS, State, create_app

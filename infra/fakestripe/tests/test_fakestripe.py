@@ -12,7 +12,7 @@ import stripe
 
 from fakestripe.app import parse_form
 
-from .conftest import Server
+from .support import Server
 
 AUTO = {"enabled": True, "allow_redirects": "never"}
 

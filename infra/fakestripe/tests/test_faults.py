@@ -13,7 +13,7 @@ import httpx
 import pytest
 import stripe
 
-from .conftest import Receiver, Server, until
+from .support import Receiver, Server, until
 
 T = TypeVar("T")
 PAY = "POST /v1/payment_intents"

@@ -4,9 +4,6 @@ verified with the Stripe SDK's own `Webhook.construct_event`."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,8 +13,9 @@ import pytest
 import stripe
 
 from fakestripe.webhooks import Config, sign
+from ticketing_common.embedded import free_port, start_stripe
 
-from .conftest import SECRET, Received, Receiver, Server, free_port, until
+from .support import SECRET, Received, Receiver, Server, until
 
 VISA: stripe.params.PaymentIntentCreateParams = {
     "amount": 2000,
@@ -261,38 +259,21 @@ def test_config_from_the_environment() -> None:
     assert default.secret.startswith("whsec_")  # made up, and shown by GET /_test/webhooks
 
 
-def healthy(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/healthz").status_code == 200
-    except httpx.TransportError:
-        return False
-
-
 @pytest.fixture
 def process(receiver: Receiver, tmp_path: Path) -> Iterator[str]:
     """`python -m fakestripe` configured by its environment, as the dev runner starts it."""
-    port = free_port()
     env = {
-        **os.environ,
-        "HOST": "127.0.0.1",
-        "PORT": str(port),
         "WEBHOOK_URL": receiver.url,
         "STRIPE_WEBHOOK_SECRET": SECRET,
         "WEBHOOK_RETRY_SECONDS": "0.02",
         "WEBHOOK_MAX_ATTEMPTS": "2",
     }
     with (tmp_path / "fakestripe.log").open("wb") as log:
-        child = subprocess.Popen(
-            [sys.executable, "-m", "fakestripe"], env=env, stdout=log, stderr=subprocess.STDOUT
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        until(lambda: child.poll() is not None or healthy(url), within=30)
-        assert child.poll() is None, (tmp_path / "fakestripe.log").read_text()
-        yield url
-    finally:
-        child.terminate()
-        child.wait(10)
+        server = start_stripe(free_port(), log, env)
+        try:
+            yield server.url
+        finally:
+            server.stop()
 
 
 def test_the_process_sends_webhooks_as_its_environment_says(
