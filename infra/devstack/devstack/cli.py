@@ -94,15 +94,9 @@ def up(args: argparse.Namespace) -> int:
 
 
 def watch(stack: Stack) -> None:
-    """Run until interrupted; say so when a part dies on its own."""
-    reported: set[str] = set()
+    """Run until interrupted; the stack starts again, and says so, each part that exits."""
     while True:
         time.sleep(0.5)
-        for part in stack.parts:
-            code = part.process.poll()
-            if code is not None and part.name not in reported:
-                reported.add(part.name)
-                show("devstack", f"{part.name} exited with code {code}; see {part.log_path}")
 
 
 def status(args: argparse.Namespace) -> int:
@@ -111,11 +105,20 @@ def status(args: argparse.Namespace) -> int:
         print("Ticketing is not running here (no .data/run.json)")
         return 1
     owner = is_alive(state["pid"], state.get("started"))
-    rows = [("part", "pid", "state", "address")]
-    rows.append(("ticketing up", str(state["pid"]), "alive" if owner else "gone", ""))
+    rows = [("part", "pid", "state", "restarts", "last exit", "address")]
+    rows.append(("ticketing up", str(state["pid"]), "alive" if owner else "gone", "", "", ""))
     for part in state["parts"]:
         alive = is_alive(part["pid"], part.get("started"))
-        rows.append((part["name"], str(part["pid"]), "alive" if alive else "gone", part["url"]))
+        rows.append(
+            (
+                part["name"],
+                str(part["pid"]),
+                "alive" if alive else "gone",
+                str(part.get("restarts", 0)),
+                part.get("last_exit") or "-",
+                part["url"],
+            )
+        )
     print(table(rows))
     if state.get("skipped"):
         print(f"skipped: {', '.join(state['skipped'])}")
@@ -239,6 +242,7 @@ def down(args: argparse.Namespace) -> int:
         deadline = time.monotonic() + args.timeout
         while time.monotonic() < deadline and is_alive(owner, state.get("started")):
             time.sleep(0.1)
+        state = read_state(root) or state  # the pids of parts it restarted meanwhile
     leftovers = [p for p in state["parts"] if is_alive(p["pid"], p.get("started"))]
     if leftovers:
         print(f"stopping {', '.join(p['name'] for p in leftovers)}")

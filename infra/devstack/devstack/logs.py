@@ -18,11 +18,14 @@ LogSink = Callable[[str, str], None]
 CHATTY = re.compile(r" - (INFO|DEBUG) - ")
 
 
-def pump(name: str, path: Path, sink: LogSink | None) -> tuple[int, threading.Thread]:
-    """A pipe whose lines go to the file `path` and to `sink`, and the thread that copies them;
-    give the child the write end (and close it here once the child has it)."""
+def pump(
+    name: str, path: Path, sink: LogSink | None, *, append: bool = False
+) -> tuple[int, threading.Thread]:
+    """A pipe whose lines go to the file `path` (after what it holds, with `append`) and to
+    `sink`, and the thread that copies them; give the child the write end (and close it here
+    once the child has it)."""
     read_fd, write_fd = os.pipe()
-    out = path.open("wb")
+    out = path.open("ab" if append else "wb")
 
     def copy() -> None:
         with os.fdopen(read_fd, "rb") as pipe, out:

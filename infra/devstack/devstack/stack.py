@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
 import subprocess
 import threading
@@ -16,14 +18,40 @@ from types import TracebackType
 from typing import Any
 
 from devstack import logs, topology
-from devstack.processes import is_alive, process_start, spawn, stop_children, stop_groups
+from devstack.processes import (
+    group_alive,
+    is_alive,
+    process_start,
+    signal_group,
+    spawn,
+    stop_children,
+    stop_groups,
+)
 from devstack.state import clear_state, data_dir, dev_secret, read_state, write_state
-from devstack.topology import DEV_STRIPE_KEY, PREFERRED_PORTS, STOP_ORDER, Ports
-from ticketing_common.embedded import Server, port_is_free, start_mongo, start_nats, start_redis
+from devstack.topology import DEV_STRIPE_KEY, PREFERRED_PORTS, STOP_ORDER, Ports, port_is_free
+from ticketing_common.embedded import Server, start_mongo, start_nats, start_redis
 
 
 class StackError(RuntimeError):
     """The stack could not start; the message says which part and why."""
+
+
+# A part that exits on its own is started again after a pause that doubles from FIRST_BACKOFF
+# up to MAX_BACKOFF, back to FIRST_BACKOFF once a run of it lasted STABLE_AFTER seconds.
+FIRST_BACKOFF = 0.5
+MAX_BACKOFF = 10.0
+STABLE_AFTER = 30.0
+
+Launch = Callable[[bool], tuple[subprocess.Popen[bytes], threading.Thread]]
+"""Starts a part's process (its log appended to, with True) and its log pump."""
+
+
+def exit_reason(code: int) -> str:
+    """`exited 1`, `exited -9 (SIGKILL)`: how a part's process ended."""
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return f"exited {code} ({signal.Signals(-code).name})"
+    return f"exited {code}"
 
 
 @dataclass
@@ -38,6 +66,12 @@ class Part:
     log_path: Path
     pump: threading.Thread
     started: str | None = field(default=None)
+    launch: Launch | None = field(default=None, repr=False)
+    restarts: int = 0
+    last_exit: str | None = None
+    since: float = field(default_factory=time.monotonic)  # when its process started
+    backoff: float = FIRST_BACKOFF  # the pause before its next restart
+    due: float | None = None  # when it is started again, while it is down
 
     def record(self) -> dict[str, Any]:
         return {
@@ -48,6 +82,8 @@ class Part:
             "port": self.port,
             "url": self.url,
             "log": str(self.log_path),
+            "restarts": self.restarts,
+            "last_exit": self.last_exit,
         }
 
     def log_tail(self, lines: int = 20) -> str:
@@ -79,7 +115,11 @@ def terminate_records(records: Sequence[Mapping[str, Any]], timeout: float = 10.
 
 
 class Stack:
-    """Everything `make run` starts, as one object: `with Stack(root) as stack: ...`."""
+    """Everything `make run` starts, as one object: `with Stack(root) as stack: ...`.
+
+    Once started (with `supervise`, the default) a part that exits on its own is started again,
+    with back-off, on its port with its environment and data; run.json gets its new pid, its
+    restart count and how its last process ended. Stopping the stack restarts nothing."""
 
     def __init__(
         self,
@@ -91,6 +131,7 @@ class Stack:
         services: Iterable[str] | None = None,
         start_timeout: float = 90.0,
         stop_timeout: float = 15.0,
+        supervise: bool = True,
     ) -> None:
         self.root = Path(root).resolve()
         self.data = data_dir(self.root)
@@ -104,7 +145,10 @@ class Stack:
         self.parts: list[Part] = []
         self.skipped: list[str] = []
         self._ports = Ports()
+        self.supervise = supervise
         self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._supervisor: threading.Thread | None = None
 
     # -- what runs where ------------------------------------------------------------------------
 
@@ -142,11 +186,17 @@ class Stack:
         """Start every part and wait until each answers; on any failure stop what started."""
         if self.parts:
             raise StackError("this stack is already started")
+        self._stopping.clear()
         try:
             self._start()
         except BaseException:
             self.stop()
             raise
+        if self.supervise:
+            self._supervisor = threading.Thread(
+                target=self._supervise, name="devstack-supervisor", daemon=True
+            )
+            self._supervisor.start()
         return self
 
     def _start(self) -> None:
@@ -229,23 +279,38 @@ class Stack:
         # nx-27017 refuses to start while its pid file names a live process (pids get reused).
         (self.data / "mongo" / "nx-27017.pid").unlink(missing_ok=True)
 
-    def _pump(self, name: str) -> tuple[int, Path, threading.Thread]:
+    def _log_path(self, name: str) -> Path:
+        return self.data / "logs" / f"{name}.log"
+
+    def _pump(self, name: str, append: bool = False) -> tuple[int, threading.Thread]:
         """A pipe whose lines go to `.data/logs/<name>.log` and to the sink."""
-        path = self.data / "logs" / f"{name}.log"
-        write_fd, thread = logs.pump(name, path, self.sink)
-        return write_fd, path, thread
+        return logs.pump(name, self._log_path(name), self.sink, append=append)
 
     def _server(self, name: str, start: Callable[..., Server]) -> Part:
         port = self._ports.take(PREFERRED_PORTS[name])
-        write_fd, path, pump = self._pump(name)
+        path = self._log_path(name)
+        url = ""
+
+        def launch(append: bool) -> tuple[subprocess.Popen[bytes], threading.Thread]:
+            nonlocal url
+            if name == "mongo":  # it refuses to start while its pid file names a live process
+                (self.data / "mongo" / "nx-27017.pid").unlink(missing_ok=True)
+            write_fd, pump = self._pump(name, append)
+            try:
+                server = start(self.data / name, port, write_fd)
+            except (RuntimeError, TimeoutError):
+                pump.join(2)
+                raise
+            finally:
+                os.close(write_fd)
+            url = server.url
+            return server.process, pump
+
         try:
-            server = start(self.data / name, port, write_fd)
+            process, pump = launch(False)
         except (RuntimeError, TimeoutError) as exc:
-            pump.join(2)
             raise StackError(f"{name}: {exc}; its log ends with:\n{logs.tail(path)}") from None
-        finally:
-            os.close(write_fd)
-        return self._add(Part(name, "server", server.process, port, server.url, path, pump))
+        return self._add(Part(name, "server", process, port, url, path, pump, launch=launch))
 
     def _spawn(
         self, name: str, kind: str, module: str, env: Mapping[str, str], port: int | None = None
@@ -253,15 +318,25 @@ class Stack:
         """Run `python -m <module>` as the part `name`, on `port` or a free one, with `env` on
         top of the caller's environment (the stack's `env=` overrides still win)."""
         port = port or self._ports.take()
-        write_fd, path, pump = self._pump(name)
         environ = topology.child_env(
             self.environ, env, self.overrides, port, ingress=kind == "ingress"
         )
-        try:
-            process = spawn(module, cwd=self.root, env=environ, output=write_fd)
-        finally:
-            os.close(write_fd)
-        return self._add(Part(name, kind, process, port, f"http://127.0.0.1:{port}", path, pump))
+
+        def launch(append: bool) -> tuple[subprocess.Popen[bytes], threading.Thread]:
+            write_fd, pump = self._pump(name, append)
+            try:
+                process = spawn(module, cwd=self.root, env=environ, output=write_fd)
+            except OSError:
+                pump.join(2)
+                raise
+            finally:
+                os.close(write_fd)
+            return process, pump
+
+        process, pump = launch(False)
+        url = f"http://127.0.0.1:{port}"
+        path = self._log_path(name)
+        return self._add(Part(name, kind, process, port, url, path, pump, launch=launch))
 
     def _add(self, part: Part) -> Part:
         part.started = process_start(part.process.pid)
@@ -295,6 +370,61 @@ class Stack:
                 )
             time.sleep(0.1)
 
+    # -- supervise ------------------------------------------------------------------------------
+
+    def _supervise(self) -> None:
+        """Until the stack stops: start again, with back-off, each part that exits."""
+        while not self._stopping.wait(0.2):
+            with self._lock:
+                if self._stopping.is_set():
+                    return
+                self.check_parts()
+
+    def check_parts(self) -> None:
+        """Note each part that exited since the last look, and start again those whose pause
+        is over, on the same port with the same environment and data; run.json follows."""
+        changed = False
+        for part in self.parts:
+            if self._stopping.is_set():
+                break
+            now = time.monotonic()
+            if part.due is None:
+                code = part.process.poll()
+                if code is None:
+                    continue
+                part.pump.join(1)  # its last lines first
+                self._down(part, exit_reason(code), now)
+                changed = True
+            elif now >= part.due:
+                self._restart(part)
+                changed = True
+        if changed:
+            self._write_state()
+
+    def _down(self, part: Part, reason: str, now: float) -> None:
+        if group_alive(part.process.pid):  # what it started must not keep its port
+            signal_group(part.process.pid, signal.SIGKILL)
+        part.last_exit = reason
+        if now - part.since >= STABLE_AFTER:
+            part.backoff = FIRST_BACKOFF
+        part.due = now + part.backoff
+        self.say(f"{part.name} {reason}; restarting in {part.backoff:g}s (log: {part.log_path})")
+        part.backoff = min(part.backoff * 2, MAX_BACKOFF)
+
+    def _restart(self, part: Part) -> None:
+        assert part.launch is not None
+        try:
+            process, pump = part.launch(True)
+        except (OSError, RuntimeError, TimeoutError) as exc:
+            self._down(part, f"failed to restart: {exc}", time.monotonic())
+            return
+        part.process, part.pump = process, pump
+        part.started = process_start(process.pid)
+        part.since = time.monotonic()
+        part.due = None
+        part.restarts += 1
+        self.say(f"{part.name} restarted (pid {process.pid}, restart {part.restarts})")
+
     def _write_state(self) -> None:
         url = next((p.url for p in self.parts if p.kind == "ingress"), None)
         write_state(self.root, url, [p.record() for p in self.parts], self.skipped)
@@ -308,6 +438,7 @@ class Stack:
     def stop(self) -> None:
         """SIGTERM each kind of part in turn (ingress, services, stripe, servers) and wait; what
         does not exit in time is killed, with its whole process group. Safe to call twice."""
+        self._stopping.set()  # no restarts from here on
         with self._lock:
             for kind in STOP_ORDER:
                 self._stop_batch([p for p in self.parts if p.kind == kind])
@@ -317,6 +448,9 @@ class Stack:
                 clear_state(self.root)
             self.parts.clear()
             self._ports.clear()
+        if self._supervisor is not None and self._supervisor is not threading.current_thread():
+            self._supervisor.join(5)
+            self._supervisor = None
 
     def _stop_batch(self, batch: list[Part]) -> None:
         names = {part.process.pid: part.name for part in batch}

@@ -19,11 +19,16 @@ from devstack.stack import Stack
 
 @contextmanager
 def start_stack(
-    root: Path, env: Mapping[str, str] | None = None, *, services: Iterable[str] | None = None
+    root: Path,
+    env: Mapping[str, str] | None = None,
+    *,
+    services: Iterable[str] | None = None,
+    ingress_port: int = 0,
 ) -> Iterator[Stack]:
     """A started stack under `root` with `env` on top of every child's environment (and only
-    `services`, when a test needs fewer); stopped, no process left, when the block ends."""
-    with Stack(root, ingress_port=0, env=env, services=services) as stack:
+    `services`, when a test needs fewer; on `ingress_port`, else a free one); stopped, no
+    process left, when the block ends."""
+    with Stack(root, ingress_port=ingress_port, env=env, services=services) as stack:
         yield stack
 
 

@@ -13,6 +13,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -289,3 +290,81 @@ def test_limits_read_as_nats_means_them() -> None:
         "3.4 KiB",
         "1 GiB",
     ]
+
+
+def status_rows(cwd: Path) -> dict[str, list[str]]:
+    """`ticketing status`'s table, each row's cells by part name (cells split on 2+ spaces)."""
+    status = subprocess.run(
+        [*TICKETING, "status"], cwd=cwd, capture_output=True, text=True, timeout=30
+    )
+    rows = [re.split(r"\s{2,}", line) for line in status.stdout.splitlines()]
+    return {row[0]: row for row in rows if len(row) >= 5}
+
+
+def environ_of(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes()
+    return dict(item.split("=", 1) for item in raw.decode().split("\0") if "=" in item)
+
+
+def test_a_part_that_dies_is_restarted_on_its_port_and_down_stops_it(tmp_path: Path) -> None:
+    port = free_port()
+    up = Up(tmp_path, {**os.environ, "INGRESS_PORT": str(port)})
+    run_json = tmp_path / ".data" / "run.json"
+    pids: set[int] = set()
+    try:
+        assert up.running.wait(180), up.output
+        assert up.process.poll() is None, up.output
+        state = json.loads(run_json.read_text())
+        pids |= {part["pid"] for part in state["parts"]}
+        orders = next(part for part in state["parts"] if part["name"] == "orders")
+        assert status_rows(tmp_path)["orders"][2:5] == ["alive", "0", "-"]
+        environ = environ_of(orders["pid"])
+
+        os.kill(orders["pid"], signal.SIGKILL)
+
+        def restarted() -> dict[str, object] | None:
+            parts = {p["name"]: p for p in json.loads(run_json.read_text())["parts"]}
+            again = parts["orders"]
+            if again["pid"] == orders["pid"] or not is_alive(again["pid"], again["started"]):
+                return None
+            try:
+                ready = httpx.get(f"{orders['url']}/readyz", trust_env=False, timeout=2)
+            except httpx.HTTPError:
+                return None
+            return again if ready.status_code == 200 else None
+
+        async def back() -> dict[str, object] | None:
+            return await asyncio.to_thread(restarted)
+
+        again: dict[str, Any] = asyncio.run(eventually(back, within=60))  # type: ignore[assignment]
+        pids.add(again["pid"])
+        assert again["port"] == orders["port"]
+        assert again["restarts"] == 1
+        assert "-9" in again["last_exit"]
+        assert environ_of(again["pid"]) == environ
+        row = status_rows(tmp_path)["orders"]
+        assert row[1:4] == [str(again["pid"]), "alive", "1"], row
+        assert "exited -9" in row[4], row
+        # nothing else was restarted
+        others = json.loads(run_json.read_text())["parts"]
+        assert all(p["restarts"] == 0 for p in others if p["name"] != "orders")
+        with httpx.Client(base_url=f"http://localhost:{port}", trust_env=False) as http:
+            assert http.get("/api/users/currentuser").json() == {"currentUser": None}
+
+        down = subprocess.run([*TICKETING, "down"], cwd=tmp_path, capture_output=True, text=True)
+        assert down.returncode == 0, down.stderr
+        assert up.process.wait(60) == 0, up.output
+        up.reader.join(10)
+        assert up.lines[-1] == "stopped", up.output
+        # a clean stop restarts nothing
+        restarts = [line for line in up.lines if "restarted" in line or "restarting" in line]
+        assert len(restarts) == 2 and all("orders" in line for line in restarts), restarts
+        for pid in pids:
+            assert not is_alive(pid), pid
+            with pytest.raises(ProcessLookupError):
+                os.killpg(pid, 0)
+        assert not run_json.exists()
+    finally:
+        if up.process.poll() is None:
+            subprocess.run([*TICKETING, "down"], cwd=tmp_path, timeout=90)
+            up.process.wait(30)

@@ -2,14 +2,19 @@
 
 import json
 import os
+import signal
+import subprocess
+import threading
+import time
 from pathlib import Path
 
 import httpx
 import pytest
 import stripe
+from redis import Redis
 
 from devstack.processes import is_alive
-from devstack.stack import Stack, StackError
+from devstack.stack import FIRST_BACKOFF, STABLE_AFTER, Part, Stack, StackError, answers
 from devstack.testing import start_stack
 from ticketing_common.sessions import issue_token
 
@@ -117,3 +122,49 @@ def test_a_part_that_fails_to_start_is_named_with_its_log(tmp_path: Path) -> Non
     assert "auth.log) ends with:\n" in str(failed.value)
     assert "Invalid settings" in str(failed.value)
     assert not (tmp_path / ".data" / "run.json").exists()
+
+
+@pytest.mark.parametrize("name", ["redis", "mongo", "nats"])
+def test_a_server_that_dies_is_restarted_on_its_port_with_its_data(
+    tmp_path: Path, name: str
+) -> None:
+    with start_stack(tmp_path, services=[]) as own:
+        server = own._part(name)
+        before, url = server.process.pid, server.url
+        if name == "redis":
+            Redis.from_url(url).set("kept", "yes")
+        os.kill(before, signal.SIGKILL)
+
+        deadline = time.monotonic() + 60
+        while server.process.pid == before or not answers(server.port, None):
+            assert time.monotonic() < deadline, server.last_exit
+            time.sleep(0.1)
+        assert server.restarts == 1
+        assert server.last_exit == "exited -9 (SIGKILL)"
+        assert server.url == url
+        state = json.loads((own.data / "run.json").read_text())
+        record = next(p for p in state["parts"] if p["name"] == name)
+        assert (record["pid"], record["restarts"]) == (server.process.pid, 1)
+        if name == "redis":
+            assert Redis.from_url(url).get("kept") == b"yes"  # same data directory
+        pids = [part.process.pid for part in own.parts] + [before]
+    assert not any(is_alive(pid) for pid in pids)
+
+
+def test_restarts_back_off_and_the_pause_resets_after_a_stable_run(tmp_path: Path) -> None:
+    stack = Stack(tmp_path, ingress_port=0)
+    done = subprocess.Popen(["true"])
+    done.wait()
+    part = Part("orders", "service", done, 1, "", tmp_path / "x.log", threading.Thread())
+    pauses = []
+    for _ in range(7):
+        now = time.monotonic()
+        part.since = now
+        stack._down(part, "exited 1", now)
+        assert part.due is not None
+        pauses.append(round(part.due - now, 3))
+    assert pauses == [0.5, 1, 2, 4, 8, 10, 10]
+    now = time.monotonic()
+    part.since = now - STABLE_AFTER
+    stack._down(part, "exited 1", now)
+    assert part.due is not None and round(part.due - now, 3) == FIRST_BACKOFF
