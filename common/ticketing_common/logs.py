@@ -47,6 +47,17 @@ def configure_logging(service: str, level: str = "INFO") -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+def given_request_id(scope: Scope) -> str | None:
+    """The client's `X-Request-Id`, if it is printable ASCII (at most 64 characters kept);
+    anything else (bytes that are not text, control characters) is ignored, never an error."""
+    for name, value in scope["headers"]:
+        if name == b"x-request-id":
+            if all(0x20 <= byte <= 0x7E for byte in value):
+                return value.decode("ascii").strip()[:64] or None
+            return None
+    return None
+
+
 class RequestContextMiddleware:
     """Give every request an id (kept from `X-Request-Id` when sent) and log its outcome."""
 
@@ -57,8 +68,7 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = dict(scope["headers"])
-        rid = headers.get(b"x-request-id", b"").decode()[:64] or uuid.uuid4().hex
+        rid = given_request_id(scope) or uuid.uuid4().hex
         token = request_id.set(rid)
         started = time.perf_counter()
         status = 500

@@ -101,7 +101,7 @@ def service_app(
         lifespan=lifespan,
     )
     app.state.settings = settings
-    install_error_handlers(app)
+    install_error_handlers(app, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContextMiddleware)
     for router in routers:
         app.include_router(router, prefix=api_prefix or "")

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from starlette.requests import Request
 
@@ -23,6 +23,8 @@ class ServiceSettings(BaseSettings):
     port: int = 3000
     log_level: str = "INFO"
     startup_timeout_seconds: float = 60.0
+    # Request bodies past this are refused with 413 `Request body too large` (SPEC §1).
+    max_body_bytes: int = Field(default=1 << 20, gt=0)
 
 
 class MongoSettings(BaseSettings):

@@ -101,6 +101,58 @@ async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.status_code, [error_item(str(exc.detail))])
 
 
+TOO_LARGE = "Request body too large"
+
+
+class BodyTooLarge(StarletteHTTPException):
+    """A request body past the limit, found while it was read: answered with 413."""
+
+    def __init__(self) -> None:
+        super().__init__(413, TOO_LARGE)
+
+
+class BodyLimitMiddleware:
+    """Refuse a request body over `max_bytes` with 413: at once when its Content-Length says so,
+    else as soon as the streamed (chunked) body grows past it, before more of it is read."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        too_large = error_response(413, [error_item(TOO_LARGE)])
+        declared = [v for k, v in scope["headers"] if k == b"content-length" and v.isdigit()]
+        if declared and int(declared[0]) > self.max_bytes:
+            await too_large(scope, receive, send)
+            return
+        received = 0
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise BodyTooLarge()
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except BodyTooLarge:
+            if started:
+                raise
+            await too_large(scope, receive, send)
+
+
 class UnexpectedErrorMiddleware:
     """Turn an exception that escaped the handlers into a 503 or 500, logged, never leaked."""
 
@@ -120,6 +172,8 @@ class UnexpectedErrorMiddleware:
 
         try:
             await self.app(scope, receive, tracking_send)
+        except BodyTooLarge:
+            raise  # answered with 413 by the BodyLimitMiddleware around this one
         except Exception as exc:
             if isinstance(exc, OUTAGES):
                 log.warning("dependency unavailable: %r", exc)
@@ -132,8 +186,11 @@ class UnexpectedErrorMiddleware:
             await response(scope, receive, send)
 
 
-def install_error_handlers(app: FastAPI) -> None:
+def install_error_handlers(app: FastAPI, *, max_body_bytes: int | None = None) -> None:
+    """The SPEC error shapes; with `max_body_bytes`, bodies past it are refused with 413."""
     app.add_exception_handler(DomainError, _domain_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_middleware(UnexpectedErrorMiddleware)
+    if max_body_bytes is not None:
+        app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
