@@ -2,6 +2,8 @@ import asyncio
 
 import pytest
 
+from ticketing_auth.passwords import Passwords
+
 SIGNIN = "/api/users/signin"
 INVALID = {"errors": [{"message": "Invalid credentials"}]}
 
@@ -78,3 +80,55 @@ async def test_the_lock_ends_when_the_window_has_passed(start):
         await asyncio.sleep(1.2)
         again = await http.post(SIGNIN, json={"email": "w@test.com", "password": "password"})
         assert again.status_code == 200
+
+
+async def test_concurrent_wrong_passwords_get_at_most_ten_evaluated(client, user, monkeypatch):
+    """30 wrong passwords at once: each is held at the password check until every one of them
+    has either reached it or been answered, so all 30 are in flight together; no more than 10
+    may be checked, the rest are 429."""
+    burst = 30
+    reached = 0
+    gate = asyncio.Event()
+    all_in = asyncio.Event()
+    verify = Passwords.verify
+
+    async def held_verify(self, password, password_hash):
+        nonlocal reached
+        reached += 1
+        progress()
+        await gate.wait()
+        return await verify(self, password, password_hash)
+
+    def progress(*_):
+        if reached + sum(task.done() for task in tasks) >= burst:
+            all_in.set()
+
+    monkeypatch.setattr(Passwords, "verify", held_verify)
+    body = {"email": "test@test.com", "password": "wrong"}
+    tasks = [asyncio.create_task(client.post(SIGNIN, json=body)) for _ in range(burst)]
+    for task in tasks:
+        task.add_done_callback(progress)
+    await all_in.wait()
+    gate.set()
+    statuses = [response.status_code for response in await asyncio.gather(*tasks)]
+    evaluated = reached
+    assert evaluated <= 10
+    assert statuses.count(400) == evaluated
+    assert statuses.count(429) == burst - evaluated
+    # Only the evaluated ones are failures: the right password is locked out only at 10.
+    monkeypatch.undo()
+    right = await client.post(SIGNIN, json={"email": "test@test.com", "password": "password"})
+    assert right.status_code == (429 if evaluated == 10 else 200)
+
+
+async def test_a_right_password_is_not_counted_as_a_failure(client, user):
+    for _ in range(9):
+        wrong = await client.post(SIGNIN, json={"email": "test@test.com", "password": "wrong"})
+        assert wrong.status_code == 400
+    for _ in range(3):
+        right = await client.post(SIGNIN, json={"email": "test@test.com", "password": "password"})
+        assert right.status_code == 200
+    last = await client.post(SIGNIN, json={"email": "test@test.com", "password": "wrong"})
+    assert last.status_code == 400
+    locked = await client.post(SIGNIN, json={"email": "test@test.com", "password": "password"})
+    assert locked.status_code == 429

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from bson import ObjectId
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
@@ -51,7 +52,9 @@ class Users:
 
 
 class SigninFailures:
-    """Failed sign-ins per email (known or not)."""
+    """Failed sign-ins per email (known or not). A sign-in is recorded here before its password
+    is checked (it counts as a failure until proven right), so concurrent attempts see each
+    other."""
 
     def __init__(self, db: AsyncDatabase[Document]) -> None:
         self.collection = db[SIGNIN_FAILURES]
@@ -63,8 +66,15 @@ class SigninFailures:
         )
         return count
 
-    async def record(self, failure: SigninFailure) -> None:
-        await self.collection.insert_one(dict(failure))
+    async def record(self, failure: SigninFailure) -> ObjectId:
+        """Store a failure; its id lets a sign-in that proves right `forgive` it."""
+        result = await self.collection.insert_one(dict(failure))
+        inserted: ObjectId = result.inserted_id
+        return inserted
+
+    async def forgive(self, failure_id: ObjectId) -> None:
+        """Remove one recorded attempt: it was refused unevaluated, or the password was right."""
+        await self.collection.delete_one({"_id": failure_id})
 
 
 @dataclass(frozen=True)

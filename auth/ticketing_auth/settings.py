@@ -1,5 +1,7 @@
 """The auth service's settings, from the environment."""
 
+from pydantic import Field
+
 from ticketing_common.settings import MongoSettings, ServiceSettings, SessionSettings
 
 
@@ -9,5 +11,8 @@ class Settings(ServiceSettings, MongoSettings, SessionSettings):
     argon2_time_cost: int = 3
     argon2_memory_kib: int = 65536
     argon2_parallelism: int = 4
+    # At most this many hashes (sign-up, sign-in) run at once, so hashing holds at most
+    # `hash_concurrency` x `argon2_memory_kib`; further requests wait their turn.
+    hash_concurrency: int = Field(default=2, ge=1)
     signin_max_failures: int = 10
     signin_window_seconds: int = 900

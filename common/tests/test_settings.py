@@ -28,7 +28,7 @@ def test_a_missing_setting_stops_start_up_with_its_name(monkeypatch):
 
 
 def test_every_required_setting_is_named_when_missing(monkeypatch):
-    present = {"JWT_KEY": "k", "MONGO_URI": "mongodb://x/db", "NATS_URL": "nats://x"}
+    present = {"JWT_KEY": "k" * 32, "MONGO_URI": "mongodb://x/db", "NATS_URL": "nats://x"}
     for missing in present:
         for name, value in present.items():
             monkeypatch.setenv(name, value)
@@ -39,12 +39,12 @@ def test_every_required_setting_is_named_when_missing(monkeypatch):
 
 def test_a_file_setting_stands_in_for_a_missing_one(monkeypatch, tmp_path):
     secret = tmp_path / "jwt_key"
-    secret.write_text("from-a-secret\n")
+    secret.write_text("from-a-secret-file-long-enough-for-hs256\n")
     monkeypatch.setenv("JWT_KEY_FILE", str(secret))
     monkeypatch.setenv("MONGO_URI", "mongodb://x/db")
     monkeypatch.setenv("NATS_URL", "nats://x")
     settings = load_settings(Settings)
-    assert settings.jwt_key == "from-a-secret"
+    assert settings.jwt_key == "from-a-secret-file-long-enough-for-hs256"
     assert settings.cookie_secure is True
     assert settings.jwt_ttl_seconds == 86400
 
@@ -52,6 +52,6 @@ def test_a_file_setting_stands_in_for_a_missing_one(monkeypatch, tmp_path):
 def test_an_empty_variable_counts_as_missing(monkeypatch):
     monkeypatch.setenv("MONGO_URI", "")
     monkeypatch.setenv("NATS_URL", "nats://x")
-    monkeypatch.setenv("JWT_KEY", "k")
+    monkeypatch.setenv("JWT_KEY", "k" * 32)
     with pytest.raises(SystemExit, match=r"^MONGO_URI must be defined$"):
         load_settings(Settings)

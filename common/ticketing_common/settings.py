@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from starlette.requests import Request
 
@@ -31,10 +31,21 @@ class MongoSettings(BaseSettings):
     mongo_uri: str
 
 
+# HS256 wants a key of at least its hash's size: 256 bits.
+JWT_KEY_MIN_BYTES = 32
+
+
 class SessionSettings(BaseSettings):
     jwt_key: str
     jwt_ttl_seconds: int = 86400
     cookie_secure: bool = True
+
+    @field_validator("jwt_key")
+    @classmethod
+    def _long_enough(cls, key: str) -> str:
+        if len(key.encode()) < JWT_KEY_MIN_BYTES:
+            raise ValueError(f"JWT_KEY must be at least {JWT_KEY_MIN_BYTES} bytes long")
+        return key
 
 
 class NatsSettings(BaseSettings):
@@ -94,6 +105,9 @@ def load_settings(cls: type[S], **overrides: object) -> S:
         ]
         if missing:
             raise SystemExit(f"{missing[0]} must be defined") from None
+        refused = [e["ctx"]["error"] for e in exc.errors() if e["type"] == "value_error"]
+        if refused:
+            raise SystemExit(str(refused[0])) from None
         raise SystemExit(f"Invalid settings: {exc}") from None
 
 

@@ -74,6 +74,31 @@ async def test_a_negative_offset_is_a_400(client, offset):
     }
 
 
+@pytest.mark.parametrize("offset", [str(2**63), str(2**64), "9" * 40])
+async def test_an_offset_the_database_cannot_skip_is_a_400(client, offset):
+    response = await client.get(TICKETS, params={"offset": offset})
+    assert response.status_code == 400
+    assert response.json() == {
+        "errors": [{"message": "Offset must be 0 or more", "field": "offset"}]
+    }
+
+
+async def test_the_largest_offset_is_an_empty_page(client, new_ticket):
+    await new_ticket()
+    response = await client.get(TICKETS, params={"offset": str(2**63 - 1)})
+    assert response.status_code == 200
+    assert response.json() == []
+
+
+@pytest.mark.parametrize("limit", [str(2**63), str(2**64)])
+async def test_a_limit_the_database_cannot_take_is_a_400(client, limit):
+    response = await client.get(TICKETS, params={"limit": limit})
+    assert response.status_code == 400
+    assert response.json() == {
+        "errors": [{"message": "Limit must be between 1 and 100", "field": "limit"}]
+    }
+
+
 async def test_both_out_of_range_lists_both(client):
     response = await client.get(TICKETS, params={"limit": 0, "offset": -1})
     assert response.status_code == 400

@@ -34,17 +34,24 @@ class TicketEdit(BaseModel):
     price: Annotated[Money, rule("Price must be provided and must be greater than 0")] = required()
 
 
-def _between(low: int, high: int | None) -> Callable[[int], int]:
+def _between(low: int, high: int) -> Callable[[int], int]:
     def check(value: int) -> int:
-        if value < low or (high is not None and value > high):
+        if value < low or value > high:
             raise ValueError("out of range")
         return value
 
     return check
 
 
-Limit = Annotated[int, AfterValidator(_between(1, 100)), rule("Limit must be between 1 and 100")]
-Offset = Annotated[int, AfterValidator(_between(0, None)), rule("Offset must be 0 or more")]
+LIMIT_MAX = 100
+# MongoDB's skip is a signed 64-bit integer: a larger offset would overflow in the database
+# (a 500), so it is refused like a negative one, with the same message.
+OFFSET_MAX = 2**63 - 1
+
+Limit = Annotated[
+    int, AfterValidator(_between(1, LIMIT_MAX)), rule("Limit must be between 1 and 100")
+]
+Offset = Annotated[int, AfterValidator(_between(0, OFFSET_MAX)), rule("Offset must be 0 or more")]
 
 
 class TicketOut(BaseModel):
@@ -63,11 +70,7 @@ class TicketOut(BaseModel):
 
     @classmethod
     def of(cls, ticket: TicketDoc) -> TicketOut:
-        return cls(
-            id=str(ticket["_id"]),
-            title=ticket["title"],
-            price=ticket["price"],
-            userId=ticket["userId"],
-            version=ticket["version"],
-            orderId=ticket.get("orderId") or None,
+        """The stored ticket's public fields (the rest is ignored)."""
+        return cls.model_validate(
+            {**ticket, "id": str(ticket["_id"]), "orderId": ticket.get("orderId") or None}
         )

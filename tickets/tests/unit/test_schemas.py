@@ -58,6 +58,11 @@ def test_a_price_must_be_positive_at_most_a_million_with_two_decimals(price):
         (Limit, "1.5", "Limit must be between 1 and 100"),
         (Offset, -1, "Offset must be 0 or more"),
         (Offset, "abc", "Offset must be 0 or more"),
+        (Limit, 2**63, "Limit must be between 1 and 100"),
+        (Limit, str(2**64), "Limit must be between 1 and 100"),
+        (Offset, 2**63, "Offset must be 0 or more"),
+        (Offset, str(2**63), "Offset must be 0 or more"),
+        (Offset, "9" * 40, "Offset must be 0 or more"),
     ],
 )
 def test_query_rules_refuse_out_of_range_values(rule, value, message):
@@ -69,6 +74,7 @@ def test_query_rules_refuse_out_of_range_values(rule, value, message):
 def test_query_rules_take_their_bounds():
     assert TypeAdapter(Limit).validate_python("100") == 100
     assert TypeAdapter(Offset).validate_python(0) == 0
+    assert TypeAdapter(Offset).validate_python(str(2**63 - 1)) == 2**63 - 1
 
 
 def test_a_free_ticket_has_no_order_id_key_and_no_internals():

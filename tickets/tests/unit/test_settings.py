@@ -8,7 +8,7 @@ from ticketing_tickets.settings import Settings
 
 @pytest.mark.parametrize("missing", ["MONGO_URI", "NATS_URL", "JWT_KEY"])
 def test_refuses_to_start_without_a_required_setting(monkeypatch, missing):
-    values = {"MONGO_URI": "mongodb://db/tickets", "NATS_URL": "nats://nats", "JWT_KEY": "k"}
+    values = {"MONGO_URI": "mongodb://db/tickets", "NATS_URL": "nats://nats", "JWT_KEY": "k" * 32}
     for name in (*values, *(f"{n}_FILE" for n in values)):
         monkeypatch.delenv(name, raising=False)
     for name, value in values.items():
@@ -21,7 +21,7 @@ def test_refuses_to_start_without_a_required_setting(monkeypatch, missing):
 def test_reads_its_settings_from_the_environment(monkeypatch):
     monkeypatch.setenv("MONGO_URI", "mongodb://db/tickets")
     monkeypatch.setenv("NATS_URL", "nats://nats:4222")
-    monkeypatch.setenv("JWT_KEY", "k")
+    monkeypatch.setenv("JWT_KEY", "k" * 32)
     settings = load_settings(Settings)
     assert settings.service_name == "tickets"
     assert (settings.mongo_uri, settings.nats_url) == ("mongodb://db/tickets", "nats://nats:4222")
