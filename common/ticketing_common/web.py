@@ -111,6 +111,19 @@ class BodyTooLarge(StarletteHTTPException):
         super().__init__(413, TOO_LARGE)
 
 
+class TrackedSend:
+    """`send`, noting whether the response has begun: after that, an error can no longer be
+    answered with an error body, only raised."""
+
+    def __init__(self, send: Send) -> None:
+        self.send = send
+        self.started = False
+
+    async def __call__(self, message: Message) -> None:
+        self.started = self.started or message["type"] == "http.response.start"
+        await self.send(message)
+
+
 class BodyLimitMiddleware:
     """Refuse a request body over `max_bytes` with 413: at once when its Content-Length says so,
     else as soon as the streamed (chunked) body grows past it, before more of it is read."""
@@ -129,7 +142,7 @@ class BodyLimitMiddleware:
             await too_large(scope, receive, send)
             return
         received = 0
-        started = False
+        tracked = TrackedSend(send)
 
         async def limited_receive() -> Message:
             nonlocal received
@@ -140,15 +153,10 @@ class BodyLimitMiddleware:
                     raise BodyTooLarge()
             return message
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
         try:
-            await self.app(scope, limited_receive, tracking_send)
+            await self.app(scope, limited_receive, tracked)
         except BodyTooLarge:
-            if started:
+            if tracked.started:
                 raise
             await too_large(scope, receive, send)
 
@@ -163,15 +171,9 @@ class UnexpectedErrorMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = False
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
+        tracked = TrackedSend(send)
         try:
-            await self.app(scope, receive, tracking_send)
+            await self.app(scope, receive, tracked)
         except BodyTooLarge:
             raise  # answered with 413 by the BodyLimitMiddleware around this one
         except Exception as exc:
@@ -181,7 +183,7 @@ class UnexpectedErrorMiddleware:
             else:
                 log.exception("unexpected error on %s %s", scope["method"], scope["path"])
                 response = error_response(500, [error_item("Something went wrong")])
-            if started:
+            if tracked.started:
                 raise
             await response(scope, receive, send)
 
