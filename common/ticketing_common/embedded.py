@@ -27,17 +27,21 @@ def free_port() -> int:
         return port
 
 
-def port_is_free(port: int) -> bool:
-    with socket.socket() as s:
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether a server could listen on `host:port` now. The probe binds as servers do, with
+    SO_REUSEADDR, so connections that closed recently (TIME_WAIT, for about a minute after
+    browsers or clients with keep-alive went away) do not count; a listener still does."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            s.bind(("127.0.0.1", port))
+            probe.bind((host, port))
         except OSError:
             return False
         return True
 
 
 def pick_port(preferred: int) -> int:
-    """The preferred port when nothing listens there, else any free one."""
+    """The preferred port when a server could listen there, else any free one."""
     return preferred if port_is_free(preferred) else free_port()
 
 

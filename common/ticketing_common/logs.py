@@ -9,7 +9,9 @@ import time
 import uuid
 from contextvars import ContextVar
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
+
+from ticketing_common.asgi import HttpMiddleware
 
 request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
 log = logging.getLogger("ticketing.http")
@@ -58,16 +60,10 @@ def given_request_id(scope: Scope) -> str | None:
     return None
 
 
-class RequestContextMiddleware:
+class RequestContextMiddleware(HttpMiddleware):
     """Give every request an id (kept from `X-Request-Id` when sent) and log its outcome."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         rid = given_request_id(scope) or uuid.uuid4().hex
         token = request_id.set(rid)
         started = time.perf_counter()

@@ -16,6 +16,7 @@ from pymongo.errors import ConnectionFailure, ServerSelectionTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ticketing_common.asgi import HttpMiddleware, TrackedSend
 from ticketing_common.errors import (
     BadRequestError,
     Contention,
@@ -111,31 +112,15 @@ class BodyTooLarge(StarletteHTTPException):
         super().__init__(413, TOO_LARGE)
 
 
-class TrackedSend:
-    """`send`, noting whether the response has begun: after that, an error can no longer be
-    answered with an error body, only raised."""
-
-    def __init__(self, send: Send) -> None:
-        self.send = send
-        self.started = False
-
-    async def __call__(self, message: Message) -> None:
-        self.started = self.started or message["type"] == "http.response.start"
-        await self.send(message)
-
-
-class BodyLimitMiddleware:
+class BodyLimitMiddleware(HttpMiddleware):
     """Refuse a request body over `max_bytes` with 413: at once when its Content-Length says so,
     else as soon as the streamed (chunked) body grows past it, before more of it is read."""
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app = app
+        super().__init__(app)
         self.max_bytes = max_bytes
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         too_large = error_response(413, [error_item(TOO_LARGE)])
         declared = [v for k, v in scope["headers"] if k == b"content-length" and v.isdigit()]
         if declared and int(declared[0]) > self.max_bytes:
@@ -161,16 +146,10 @@ class BodyLimitMiddleware:
             await too_large(scope, receive, send)
 
 
-class UnexpectedErrorMiddleware:
+class UnexpectedErrorMiddleware(HttpMiddleware):
     """Turn an exception that escaped the handlers into a 503 or 500, logged, never leaked."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         tracked = TrackedSend(send)
         try:
             await self.app(scope, receive, tracked)

@@ -28,8 +28,8 @@ from devstack.processes import (
     stop_groups,
 )
 from devstack.state import clear_state, data_dir, dev_secret, read_state, write_state
-from devstack.topology import DEV_STRIPE_KEY, PREFERRED_PORTS, STOP_ORDER, Ports, port_is_free
-from ticketing_common.embedded import Server, start_mongo, start_nats, start_redis
+from devstack.topology import DEV_STRIPE_KEY, PREFERRED_PORTS, STOP_ORDER, Ports
+from ticketing_common.embedded import Server, port_is_free, start_mongo, start_nats, start_redis
 
 
 class StackError(RuntimeError):

@@ -5,10 +5,9 @@ from __future__ import annotations
 import importlib.util
 import json
 import secrets
-import socket
 from collections.abc import Iterable, Mapping
 
-from ticketing_common.embedded import free_port
+from ticketing_common.embedded import free_port, pick_port
 from ticketing_common.registry import Installed, installed_services
 
 DEV_STRIPE_KEY = "sk_test_dev"
@@ -39,24 +38,6 @@ def runnable(module: str) -> bool:
         return importlib.util.find_spec(f"{module}.__main__") is not None
     except ImportError:
         return False
-
-
-def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
-    """Whether a server could listen on `host:port` now. The probe binds as servers do, with
-    SO_REUSEADDR, so connections that closed recently (TIME_WAIT, for about a minute after
-    browsers or clients with keep-alive went away) do not count; a listener still does."""
-    with socket.socket() as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError:
-            return False
-        return True
-
-
-def pick_port(preferred: int) -> int:
-    """The preferred port when a server could listen there, else any free one."""
-    return preferred if port_is_free(preferred) else free_port()
 
 
 class Ports:

@@ -8,8 +8,8 @@ import httpx
 import pytest
 
 from devstack.testing import start_stack
-from devstack.topology import Ports, port_is_free
-from ticketing_common.embedded import free_port
+from devstack.topology import Ports
+from ticketing_common.embedded import free_port, port_is_free
 
 
 def plain_bind_works(port: int) -> bool:
