@@ -3,13 +3,14 @@ repository stores and reads, the routes call these rules and answer."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TypedDict
 
 from bson import ObjectId
 
-from ticketing_common.errors import BadRequestError, TooManyRequestsError
+from ticketing_common.errors import BadRequestError, TooManyRequestsError, retry_after_seconds
 
 
 class User(TypedDict):
@@ -75,7 +76,19 @@ class SigninLimit:
     def locked(self, recent_failures: int) -> bool:
         return recent_failures >= self.max_failures
 
-    def check(self, recent_failures: int) -> None:
-        """Refuse the sign-in (429) when the email is locked."""
-        if self.locked(recent_failures):
-            raise TooManyRequestsError()
+    def frees_at(self, recent: Sequence[datetime]) -> datetime:
+        """When a locked email may sign in again: the count drops below the limit once the
+        window has passed over the `max_failures`-th newest failure."""
+        return sorted(recent, reverse=True)[self.max_failures - 1] + self.window
+
+    def retry_after(self, recent: Sequence[datetime], now: datetime) -> int:
+        """Seconds until `frees_at`; never past one window (another attempt's stamp may be a
+        moment later than our `now`)."""
+        wait = min(self.frees_at(recent) - now, self.window)
+        return retry_after_seconds(wait.total_seconds())
+
+    def check(self, recent: Sequence[datetime], now: datetime) -> None:
+        """Refuse the sign-in (429) while the email is locked, saying when to come back;
+        `recent` holds the times of its failures in the window."""
+        if self.locked(len(recent)):
+            raise TooManyRequestsError(retry_after=self.retry_after(recent, now))

@@ -1,25 +1,85 @@
-"""Argon2 password hashing off the event loop, a bounded number at a time, with a decoy for
-unknown emails."""
+"""Argon2 password hashing off the event loop in a bounded pool (a few at once, a few more
+waiting, the rest refused), with a decoy for unknown emails."""
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 from collections.abc import Callable
 from typing import TypeVar
 
 from pwdlib import PasswordHash
 from pwdlib.hashers.argon2 import Argon2Hasher
 
+from ticketing_auth.capacity import hash_slots, memory_limit_bytes, read_memory_limit
 from ticketing_auth.settings import Settings
+from ticketing_common.errors import ServiceUnavailableError
 
 T = TypeVar("T")
+log = logging.getLogger("ticketing.auth.passwords")
+
+# A refused hash's client may try again this soon: a hash takes about 0.14 s, so a second
+# drains a full queue at the default settings.
+BUSY_RETRY_AFTER = 1
+
+
+class HashPool:
+    """Runs hashes in threads, at most `slots` at once (memory stays within that many times the
+    Argon2 cost) and at most `queue` more waiting for a slot; past that a request is refused
+    with 503 and `Retry-After` at once, rather than piling up waiters without end."""
+
+    def __init__(self, slots: int, queue: int) -> None:
+        self.slots = slots
+        self.queue = queue
+        self._free = asyncio.Semaphore(slots)
+        self._waiting = 0
+
+    @property
+    def waiting(self) -> int:
+        """How many hashes wait for a slot now."""
+        return self._waiting
+
+    async def run(self, work: Callable[[], T]) -> T:
+        """Run `work` in a thread once a slot is free. The slot is given back when the thread
+        ends, not when the caller stops waiting: a cancelled request's hash still holds its
+        memory until it finishes."""
+        await self._acquire()
+        try:
+            running = asyncio.get_running_loop().run_in_executor(None, work)
+        except BaseException:
+            self._free.release()
+            raise
+        running.add_done_callback(lambda _: self._free.release())
+        return await asyncio.shield(running)
+
+    async def _acquire(self) -> None:
+        """Take a slot, waiting in the queue if there is room in it, else refuse (503)."""
+        if self._free.locked() and self._waiting >= self.queue:
+            raise ServiceUnavailableError(retry_after=BUSY_RETRY_AFTER)
+        self._waiting += 1
+        try:
+            await self._free.acquire()
+        finally:
+            self._waiting -= 1
+
+
+def pool_for(settings: Settings, limit_text: str | None) -> HashPool:
+    """The pool the settings and the container's memory limit allow."""
+    hash_bytes = settings.argon2_memory_kib * 1024
+    slots = hash_slots(limit_text, hash_bytes, settings.hash_concurrency)
+    limit = memory_limit_bytes(limit_text)
+    log.info(
+        "password hashing: %d at once (memory limit %s), %d more may wait",
+        slots,
+        "none" if limit is None else f"{limit} bytes",
+        settings.hash_queue,
+    )
+    return HashPool(slots, settings.hash_queue)
 
 
 class Passwords:
-    """Each hash takes `argon2_memory_kib` in a worker thread: at most `hash_concurrency` run
-    at once (memory stays within that many times the Argon2 cost, whatever the thread pool's
-    size); the rest wait for a slot, they are not refused."""
+    """Hashing and verifying with the configured Argon2 cost, through the bounded pool."""
 
     def __init__(self, settings: Settings) -> None:
         self._hasher = PasswordHash(
@@ -31,28 +91,15 @@ class Passwords:
                 ),
             )
         )
-        self._slots = asyncio.Semaphore(settings.hash_concurrency)
+        self.pool = pool_for(settings, read_memory_limit())
         # Verifying against this decoy makes an unknown email cost what a wrong password does.
         self._decoy = self._hasher.hash("decoy password")
 
-    async def _bounded(self, work: Callable[[], T]) -> T:
-        """Run `work` in a thread once a slot is free. The slot is given back when the thread
-        ends, not when the caller stops waiting: a cancelled request's hash still holds its
-        memory until it finishes."""
-        await self._slots.acquire()
-        try:
-            running = asyncio.get_running_loop().run_in_executor(None, work)
-        except BaseException:
-            self._slots.release()
-            raise
-        running.add_done_callback(lambda _: self._slots.release())
-        return await asyncio.shield(running)
-
     async def hash(self, password: str) -> str:
-        return await self._bounded(functools.partial(self._hasher.hash, password))
+        return await self.pool.run(functools.partial(self._hasher.hash, password))
 
     async def verify(self, password: str, password_hash: str | None) -> bool:
-        ok = await self._bounded(
+        ok = await self.pool.run(
             functools.partial(self._hasher.verify, password, password_hash or self._decoy)
         )
         return ok and password_hash is not None

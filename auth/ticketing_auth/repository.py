@@ -59,12 +59,20 @@ class SigninFailures:
     def __init__(self, db: AsyncDatabase[Document]) -> None:
         self.collection = db[SIGNIN_FAILURES]
 
-    async def count_since(self, email: str, since: datetime, *, at_most: int) -> int:
-        """How many failures of `email` came after `since`; counting stops at `at_most`."""
-        count: int = await self.collection.count_documents(
-            {"email": email, "at": {"$gt": since}}, limit=at_most
+    async def recent(
+        self, email: str, since: datetime, *, excluding: ObjectId, at_most: int
+    ) -> list[datetime]:
+        """When `email` failed after `since` (not counting the attempt `excluding`), newest
+        first and at most `at_most` of them: enough to tell whether it is locked, and until
+        when."""
+        cursor = (
+            self.collection.find(
+                {"email": email, "at": {"$gt": since}, "_id": {"$ne": excluding}}, {"at": 1}
+            )
+            .sort("at", -1)
+            .limit(at_most)
         )
-        return count
+        return [doc["at"] async for doc in cursor]
 
     async def record(self, failure: SigninFailure) -> ObjectId:
         """Store a failure; its id lets a sign-in that proves right `forgive` it."""

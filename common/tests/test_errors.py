@@ -8,7 +8,13 @@ from fastapi import APIRouter, Query
 from pydantic import AfterValidator, BaseModel
 from pymongo.errors import ServerSelectionTimeoutError
 
-from ticketing_common.errors import BadRequestError, Contention, NotFoundError
+from ticketing_common.errors import (
+    BadRequestError,
+    Contention,
+    NotFoundError,
+    ServiceUnavailableError,
+    TooManyRequestsError,
+)
 from ticketing_common.mongo import require_object_id
 from ticketing_common.service import service_app
 from ticketing_common.settings import ServiceSettings
@@ -63,6 +69,16 @@ async def outage() -> None:
 @router.get("/contention")
 async def contention() -> None:
     raise Contention("things 1 kept changing")
+
+
+@router.get("/locked")
+async def locked() -> None:
+    raise TooManyRequestsError(retry_after=42)
+
+
+@router.get("/busy")
+async def busy() -> None:
+    raise ServiceUnavailableError(retry_after=1)
 
 
 @pytest.fixture
@@ -148,3 +164,28 @@ async def test_every_response_carries_a_request_id(client):
     assert given.headers["x-request-id"] == "abc123"
     fresh = await client.get("/api/t/nowhere")
     assert len(fresh.headers["x-request-id"]) == 32
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "message", "seconds"),
+    [
+        ("/api/t/locked", 429, "Too many requests", "42"),
+        ("/api/t/busy", 503, "Service unavailable", "1"),
+    ],
+)
+async def test_a_refusal_that_passes_with_time_sends_retry_after(
+    client, path, status, message, seconds
+):
+    response = await client.get(path)
+    assert response.status_code == status
+    assert response.json() == {"errors": [{"message": message}]}
+    assert response.headers["retry-after"] == seconds
+
+
+async def test_other_refusals_send_no_retry_after(client):
+    for response in (
+        await client.post("/api/t/things", json={"title": "taken", "price": 1}),
+        await client.get("/api/t/contention"),
+        await client.get("/api/t/nowhere"),
+    ):
+        assert "retry-after" not in response.headers

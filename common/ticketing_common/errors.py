@@ -3,6 +3,7 @@ HTTP status lives in one place, `ticketing_common.web`; nothing here knows the w
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 ErrorItem = dict[str, str]
@@ -20,14 +21,30 @@ def error_body(items: Sequence[ErrorItem]) -> dict[str, list[ErrorItem]]:
     return {"errors": list(items)}
 
 
+def retry_after_seconds(seconds: float) -> int:
+    """A wait as `Retry-After` takes it: whole seconds, rounded up, at least 1 (0 would invite
+    an instant retry that meets the same refusal)."""
+    return max(1, math.ceil(seconds))
+
+
 class DomainError(Exception):
-    """A refusal with a message for the user (and the field it is about, if one)."""
+    """A refusal with a message for the user (and the field it is about, if one); a refusal that
+    passes with time says when to come back (`retry_after` seconds, sent as `Retry-After`)."""
 
     default_message = "Bad request"
 
-    def __init__(self, message: str | None = None, field: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str | None = None,
+        field: str | None = None,
+        *,
+        retry_after: int | None = None,
+    ) -> None:
+        if retry_after is not None and retry_after < 1:
+            raise ValueError(f"retry_after must be at least 1 second, not {retry_after}")
         self.message = message or self.default_message
         self.field = field
+        self.retry_after = retry_after
         super().__init__(self.message)
 
     def items(self) -> list[ErrorItem]:

@@ -63,8 +63,15 @@ def status_of(error: DomainError) -> int:
     return 400
 
 
-def error_response(status: int, items: Sequence[ErrorItem]) -> JSONResponse:
-    return JSONResponse(error_body(items), status_code=status)
+def error_response(
+    status: int, items: Sequence[ErrorItem], headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse(error_body(items), status_code=status, headers=headers)
+
+
+def error_headers(error: DomainError) -> dict[str, str]:
+    """`Retry-After` for a refusal that passes with time (429, 503), so clients back off."""
+    return {} if error.retry_after is None else {"Retry-After": str(error.retry_after)}
 
 
 def validation_items(errors: Sequence[Any]) -> tuple[int, list[ErrorItem]]:
@@ -86,7 +93,7 @@ def validation_items(errors: Sequence[Any]) -> tuple[int, list[ErrorItem]]:
 
 async def _domain_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, DomainError)
-    return error_response(status_of(exc), exc.items())
+    return error_response(status_of(exc), exc.items(), error_headers(exc))
 
 
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:

@@ -1,11 +1,16 @@
-"""Password hashing is bounded: at most `hash_concurrency` hashes run at once, the rest wait
-for a slot and then succeed. No server; a stand-in hasher blocks until the test lets it go."""
+"""Password hashing is a bounded pool: at most `hash_concurrency` hashes run at once, at most
+`hash_queue` more wait for a slot and then succeed, the rest are refused with 503 and
+`Retry-After`. No server; a stand-in hasher blocks until the test lets it go."""
 
 import asyncio
 import threading
 
+import pytest
+
 from ticketing_auth.passwords import Passwords
 from ticketing_auth.settings import Settings
+from ticketing_common.errors import ServiceUnavailableError
+from ticketing_common.web import status_of
 
 
 def cheap_settings(**overrides: object) -> Settings:
@@ -29,16 +34,12 @@ class HeldHasher:
         self.most = 0
         self.release = threading.Event()
         self.started = asyncio.Event()  # the first hash is running
-        self.overlapped = asyncio.Event()  # two ran at once
 
     def _run(self, result: object) -> object:
         with self.lock:
             self.in_progress += 1
             self.most = max(self.most, self.in_progress)
-            overlapping = self.in_progress > 1
         self.loop.call_soon_threadsafe(self.started.set)
-        if overlapping:
-            self.loop.call_soon_threadsafe(self.overlapped.set)
         self.release.wait()
         with self.lock:
             self.in_progress -= 1
@@ -51,39 +52,31 @@ class HeldHasher:
         return self._run(password_hash == f"hash of {password}")
 
 
-def test_hash_concurrency_defaults_to_two_and_reads_the_environment(monkeypatch):
-    assert cheap_settings().hash_concurrency == 2
-    monkeypatch.setenv("HASH_CONCURRENCY", "1")
-    assert cheap_settings().hash_concurrency == 1
-
-
-class WatchedSlots(asyncio.Semaphore):
-    """The semaphore `Passwords` makes, counting the acquires that had to wait for a slot."""
-
-    def __init__(self, value: int, waiters_expected: int, all_waiting: asyncio.Event) -> None:
-        super().__init__(value)
-        self.waiters = 0
-        self.waiters_expected = waiters_expected
-        self.all_waiting = all_waiting
-
-    async def acquire(self) -> bool:
-        if self.locked():
-            self.waiters += 1
-            if self.waiters >= self.waiters_expected:
-                self.all_waiting.set()
-        return await super().acquire()
-
-
-async def test_with_one_slot_a_second_hash_waits_until_the_first_ends(monkeypatch):
-    others = 3
-    all_waiting = asyncio.Event()
-    monkeypatch.setattr(
-        asyncio, "Semaphore", lambda value: WatchedSlots(value, others, all_waiting)
-    )
-    passwords = Passwords(cheap_settings(hash_concurrency=1))
-    monkeypatch.undo()
+def held_passwords(**overrides: object) -> tuple[Passwords, HeldHasher]:
+    passwords = Passwords(cheap_settings(**overrides))
     hasher = HeldHasher(asyncio.get_running_loop())
     passwords._hasher = hasher  # type: ignore[assignment]
+    return passwords, hasher
+
+
+async def until(condition) -> None:
+    """Let other tasks run until `condition()` holds (no clock: a bounded number of turns)."""
+    for _ in range(1000):
+        if condition():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("condition never held")
+
+
+def test_the_pool_settings_default_and_read_the_environment(monkeypatch):
+    assert (cheap_settings().hash_concurrency, cheap_settings().hash_queue) == (2, 16)
+    monkeypatch.setenv("HASH_CONCURRENCY", "1")
+    monkeypatch.setenv("HASH_QUEUE", "0")
+    assert (cheap_settings().hash_concurrency, cheap_settings().hash_queue) == (1, 0)
+
+
+async def test_with_one_slot_the_others_wait_until_the_first_ends():
+    passwords, hasher = held_passwords(hash_concurrency=1, hash_queue=3)
     try:
         first = asyncio.create_task(passwords.hash("one"))
         await hasher.started.wait()
@@ -92,18 +85,61 @@ async def test_with_one_slot_a_second_hash_waits_until_the_first_ends(monkeypatc
             asyncio.create_task(passwords.verify("three", "hash of three")),
             asyncio.create_task(passwords.verify("four", "wrong hash")),
         ]
-        assert len(rest) == others
-        # Either every other hash is waiting for the slot, or one started beside the first.
-        waiting = asyncio.create_task(all_waiting.wait())
-        overlapped = asyncio.create_task(hasher.overlapped.wait())
-        await asyncio.wait({waiting, overlapped}, return_when=asyncio.FIRST_COMPLETED)
-        waiting.cancel()
-        overlapped.cancel()
-        assert hasher.most == 1
-        assert hasher.in_progress == 1
+        await until(lambda: passwords.pool.waiting == 3)
+        assert (hasher.most, hasher.in_progress) == (1, 1)
         hasher.release.set()
         assert await first == "hash of one"
         assert await asyncio.gather(*rest) == ["hash of two", True, False]
         assert hasher.most == 1
+    finally:
+        hasher.release.set()
+
+
+async def test_a_full_queue_refuses_at_once_with_503_and_retry_after():
+    passwords, hasher = held_passwords(hash_concurrency=1, hash_queue=1)
+    try:
+        running = asyncio.create_task(passwords.hash("one"))
+        await hasher.started.wait()
+        queued = asyncio.create_task(passwords.hash("two"))
+        await until(lambda: passwords.pool.waiting == 1)
+        with pytest.raises(ServiceUnavailableError) as refused:
+            await passwords.verify("three", "hash of three")
+        assert status_of(refused.value) == 503
+        assert refused.value.retry_after == 1
+        assert refused.value.items() == [{"message": "Service unavailable"}]
+        hasher.release.set()
+        assert await asyncio.gather(running, queued) == ["hash of one", "hash of two"]
+        assert await passwords.verify("four", "hash of four") is True  # room again
+    finally:
+        hasher.release.set()
+
+
+async def test_with_no_queue_a_busy_pool_refuses_the_next_hash():
+    passwords, hasher = held_passwords(hash_concurrency=1, hash_queue=0)
+    try:
+        running = asyncio.create_task(passwords.hash("one"))
+        await hasher.started.wait()
+        with pytest.raises(ServiceUnavailableError):
+            await passwords.hash("two")
+        hasher.release.set()
+        assert await running == "hash of one"
+    finally:
+        hasher.release.set()
+
+
+async def test_a_waiter_that_gives_up_leaves_the_queue():
+    passwords, hasher = held_passwords(hash_concurrency=1, hash_queue=1)
+    try:
+        running = asyncio.create_task(passwords.hash("one"))
+        await hasher.started.wait()
+        gave_up = asyncio.create_task(passwords.hash("two"))
+        await until(lambda: passwords.pool.waiting == 1)
+        gave_up.cancel()
+        await until(lambda: passwords.pool.waiting == 0)
+        queued = asyncio.create_task(passwords.hash("three"))  # its place is free again
+        await until(lambda: passwords.pool.waiting == 1)
+        hasher.release.set()
+        assert await asyncio.gather(running, queued) == ["hash of one", "hash of three"]
+        assert gave_up.cancelled()
     finally:
         hasher.release.set()

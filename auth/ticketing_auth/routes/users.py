@@ -11,7 +11,7 @@ from ticketing_auth.domain import User, public, signed_in, signin_failure
 from ticketing_auth.repository import Accounts
 from ticketing_auth.schemas import CurrentUserOut, SignedOut, SignIn, SignUp, UserOut
 from ticketing_auth.settings import Settings
-from ticketing_common.errors import TooManyRequestsError
+from ticketing_common.errors import DomainError
 from ticketing_common.service import context
 from ticketing_common.sessions import OptionalUser, clear_session, issue_token, set_session
 from ticketing_common.settings import get_settings
@@ -42,23 +42,25 @@ async def signup(
 async def signin(
     body: SignIn, response: Response, accounts: AccountsDep, settings: SettingsDep
 ) -> UserOut:
-    # The attempt is recorded as a failure BEFORE the password is checked, then counted with
-    # every other attempt in the window (its own included): however many arrive at once, each
-    # one evaluated saw every earlier one, so at most `max_failures` wrong passwords are ever
-    # checked in a window. One refused (429) or proven right is forgiven: its record goes.
+    # The attempt is recorded as a failure BEFORE the password is checked, then the failures in
+    # the window are read (every other attempt's too): however many arrive at once, each one
+    # evaluated saw every earlier one, so at most `max_failures` wrong passwords are ever
+    # checked in a window. One refused unevaluated (429, or 503 when hashing is saturated) or
+    # proven right is forgiven: its record goes.
     failures, limit = accounts.failures, accounts.limit
     now = datetime.now(UTC)
     attempt = await failures.record(signin_failure(body.email, now))
-    attempts = await failures.count_since(
-        body.email, limit.window_start(now), at_most=limit.max_failures + 1
-    )
     try:
-        limit.check(attempts - 1)  # the failures before this attempt
-    except TooManyRequestsError:
+        recent = await failures.recent(
+            body.email, limit.window_start(now), excluding=attempt, at_most=limit.max_failures
+        )
+        limit.check(recent, now)
+        found = await accounts.users.find(body.email)
+        hashed = found["password"] if found else None
+        matches = await accounts.passwords.verify(body.password, hashed)
+    except DomainError:
         await failures.forgive(attempt)
         raise
-    found = await accounts.users.find(body.email)
-    matches = await accounts.passwords.verify(body.password, found["password"] if found else None)
     user = signed_in(found, matches)  # a wrong password keeps its record: a failure
     await failures.forgive(attempt)
     return _signed_in(response, user, settings)
