@@ -15,7 +15,7 @@ class Settings(ServiceSettings, MongoSettings, SessionSettings, NatsSettings):
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch):
-    for name in ("JWT_KEY", "MONGO_URI", "NATS_URL", "JWT_KEY_FILE"):
+    for name in ("JWT_KEY", "MONGO_URI", "NATS_URL", "JWT_KEY_FILE", "API_DOCS"):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -55,3 +55,17 @@ def test_an_empty_variable_counts_as_missing(monkeypatch):
     monkeypatch.setenv("JWT_KEY", "k" * 32)
     with pytest.raises(SystemExit, match=r"^MONGO_URI must be defined$"):
         load_settings(Settings)
+
+
+@pytest.mark.parametrize(("value", "expected"), [(None, True), ("false", False), ("true", True)])
+def test_api_docs_are_on_unless_turned_off(monkeypatch, value, expected):
+    """Production files set API_DOCS=false; dev and tests keep the docs."""
+    if value is not None:
+        monkeypatch.setenv("API_DOCS", value)
+    assert load_settings(ServiceSettings).api_docs is expected
+
+
+def test_an_api_docs_value_that_is_not_a_boolean_stops_start_up(monkeypatch):
+    monkeypatch.setenv("API_DOCS", "sometimes")
+    with pytest.raises(SystemExit, match="api_docs"):
+        load_settings(ServiceSettings)

@@ -89,12 +89,14 @@ def service_app(
 ) -> FastAPI:
     """A FastAPI app with the SPEC error shapes, request ids, health and docs under its prefix.
 
-    Without an API prefix (a service that serves no JSON API) there are no docs either.
+    Without an API prefix (a service that serves no JSON API), or with `API_DOCS=false`, there
+    are no docs either.
     """
-    docs = f"{api_prefix}/docs" if api_prefix else None
+    documented = bool(api_prefix) and settings.api_docs
+    docs = f"{api_prefix}/docs" if documented else None
     app = FastAPI(
         title=title,
-        openapi_url=f"{api_prefix}/openapi.json" if api_prefix else None,
+        openapi_url=f"{api_prefix}/openapi.json" if documented else None,
         docs_url=docs,
         swagger_ui_oauth2_redirect_url=f"{docs}/oauth2-redirect" if docs else None,
         redoc_url=None,

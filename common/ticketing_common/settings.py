@@ -25,6 +25,9 @@ class ServiceSettings(BaseSettings):
     startup_timeout_seconds: float = 60.0
     # Request bodies past this are refused with 413 `Request body too large` (SPEC §1).
     max_body_bytes: int = Field(default=1 << 20, gt=0)
+    # Swagger UI, ReDoc and the OpenAPI JSON under the API prefix; production turns them off
+    # so the API's shape is not published (SPEC §1).
+    api_docs: bool = True
 
 
 class MongoSettings(BaseSettings):

@@ -148,18 +148,48 @@ def build_args(service: str) -> dict[str, str]:
 # --- nginx (the Swarm ingress) --------------------------------------------------------------
 
 
+def nginx_directives(text: str | None = None) -> str:
+    """nginx.conf (or `text`) without its comments (the file has no `#` in quoted strings)."""
+    return re.sub(r"#[^\n]*", "", NGINX_CONF.read_text() if text is None else text)
+
+
+def _block_end(text: str, start: int) -> int:
+    """Where the block opened just before `start` closes: braces in quoted strings don't count."""
+    depth, quote, at = 1, "", start
+    while depth:
+        char = text[at]
+        if quote:
+            quote = "" if char == quote else quote
+        elif char in "'\"":
+            quote = char
+        else:
+            depth += {"{": 1, "}": -1}.get(char, 0)
+        at += 1
+    return at - 1
+
+
+def nginx_blocks() -> dict[str, str]:
+    """location (`= /path`, `/prefix` or `@name`) -> the directives inside it."""
+    text = nginx_directives()
+    blocks = {}
+    for match in re.finditer(r"location\s+((?:=\s+)?\S+)\s*\{", text):
+        blocks[re.sub(r"\s+", " ", match.group(1))] = text[
+            match.end() : _block_end(text, match.end())
+        ]
+    return blocks
+
+
 def nginx_locations() -> dict[str, str]:
-    """location -> what it does (the upstream service, or `return <code>`)."""
-    text = NGINX_CONF.read_text()
+    """location path -> what it does (the upstream service, or `return <code>`)."""
     routes: dict[str, str] = {}
-    for match in re.finditer(r"location\s+(=\s+)?(\S+)\s*\{([^}]*)\}", text):
-        body = match.group(3)
+    for location, body in nginx_blocks().items():
+        path = location.removeprefix("= ")
         upstream = re.search(r"set \$upstream http://([\w-]+):(\d+);", body)
         if upstream:
             assert "proxy_pass $upstream;" in body
-            routes[match.group(2)] = f"{upstream.group(1)}:{upstream.group(2)}"
-        elif ret := re.search(r"return (\d+)", body):
-            routes[match.group(2)] = f"return {ret.group(1)}"
+            routes[path] = f"{upstream.group(1)}:{upstream.group(2)}"
+        elif not path.startswith("@") and (ret := re.search(r"return (\d+)", body)):
+            routes[path] = f"return {ret.group(1)}"
     return routes
 
 
@@ -178,12 +208,26 @@ def objects(overlay: str, kind: str) -> dict[str, Doc]:
     return {d["metadata"]["name"]: d for d in render(overlay) if d["kind"] == kind}
 
 
-def ingress_routes(overlay: str) -> tuple[Doc, dict[str, tuple[str, str]]]:
-    (ingress,) = objects(overlay, "Ingress").values()
+# The Ingress that routes by prefix, and the one that limits sign-ins and sign-ups.
+MAIN_INGRESS = "ticketing"
+SIGNIN_INGRESS = "ticketing-signin"
+
+
+def ingress_paths(ingress: Doc) -> dict[str, tuple[str, str, str]]:
+    """path -> (path type, service, port name) of an Ingress's one rule."""
     (rule,) = ingress["spec"]["rules"]
-    routes = {
-        p["path"]: (p["backend"]["service"]["name"], p["backend"]["service"]["port"]["name"])
+    return {
+        p["path"]: (
+            p["pathType"],
+            p["backend"]["service"]["name"],
+            p["backend"]["service"]["port"]["name"],
+        )
         for p in rule["http"]["paths"]
     }
-    assert all(p["pathType"] == "Prefix" for p in rule["http"]["paths"])
-    return ingress, routes
+
+
+def ingress_routes(overlay: str) -> tuple[Doc, dict[str, tuple[str, str]]]:
+    ingress = objects(overlay, "Ingress")[MAIN_INGRESS]
+    paths = ingress_paths(ingress)
+    assert all(kind == "Prefix" for kind, _, _ in paths.values())
+    return ingress, {path: (svc, port) for path, (_, svc, port) in paths.items()}

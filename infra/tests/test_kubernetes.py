@@ -167,6 +167,8 @@ def test_k8s_services_get_their_settings(overlay: str, name: str) -> None:
             assert K8S_SECRETS[secret_base(overlay, secret["secretName"])] == items[path.name]
     if "COOKIE_SECURE" in env:
         assert value("COOKIE_SECURE") == ("false" if overlay == "dev" else "true")
+    # API docs in dev only (SPEC section 1: production files set API_DOCS=false).
+    assert value("API_DOCS") == ("true" if overlay == "dev" else "false")
 
 
 @pytest.mark.parametrize("name", DATASTORES)

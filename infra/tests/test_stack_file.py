@@ -96,10 +96,16 @@ def test_every_stack_service_has_deploy_policies_and_a_healthcheck(name: str) ->
     service = stack_services()[name]
     deploy = service["deploy"]
     stateful = name in DATASTORES
-    assert isinstance(deploy["replicas"], int)
-    assert deploy["replicas"] == 1 if stateful else deploy["replicas"] >= 1
-    # Two tasks must never share a datastore's volume; stateless ones overlap for zero downtime.
-    order = "stop-first" if stateful else "start-first"
+    # The ingress runs once on every node, on the node's port 80 (test_rate_limits.py).
+    per_node = name == "ingress"
+    if per_node:
+        assert deploy["mode"] == "global"
+    else:
+        assert isinstance(deploy["replicas"], int)
+        assert deploy["replicas"] == 1 if stateful else deploy["replicas"] >= 1
+    # Two tasks must never share a datastore's volume (nor a host port); stateless ones overlap
+    # for zero downtime.
+    order = "stop-first" if stateful or per_node else "start-first"
     assert deploy["update_config"]["order"] == order
     assert deploy["update_config"]["failure_action"] == "rollback"
     assert deploy["rollback_config"]["order"] == order
@@ -130,6 +136,7 @@ def test_stack_services_get_their_settings_and_secrets_as_files(name: str) -> No
             assert secret in mounted
     if "COOKIE_SECURE" in env or name in {"auth", "client"}:
         assert env["COOKIE_SECURE"] == "true"
+    assert env["API_DOCS"] == "false", "production serves no API docs"
     # Every address names a service of the stack.
     for var in ADDRESS_VARS:
         if var in env:

@@ -5,14 +5,23 @@ and adds only the `X-Forwarded-*` headers a real ingress adds. A route whose ser
 answer gets 503 with the SPEC error body. Run it with `python -m devstack.ingress`, configured by
 `INGRESS_PORT`, `INGRESS_HOST` (127.0.0.1) and `ROUTES`, a JSON object `{"/api/users": "http://
 127.0.0.1:3001", ..., "/": "http://127.0.0.1:3006"}`. aiohttp, not httpx: STACK-NOTES §11.
+
+Like the production ingresses it refuses a request body over `MAX_BODY_BYTES` (1 MiB) with 413
+before forwarding it, and can limit sign-ins and sign-ups per client address with 429:
+`INGRESS_SIGNIN_RATE` requests a minute, off when empty or 0 (the default, as `make run` serves
+one developer and every test suite from one address).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
-from collections.abc import AsyncIterator, Mapping
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
 
 import aiohttp
 from aiohttp import web
@@ -38,8 +47,72 @@ HOP_BY_HOP = frozenset(
     }
 )
 UNAVAILABLE = {"errors": [{"message": "Service unavailable"}]}
+TOO_LARGE = {"errors": [{"message": "Request body too large"}]}
+TOO_MANY = {"errors": [{"message": "Too many requests"}]}
+# What the production ingresses limit per client address (infra/nginx, infra/k8s).
+SIGNIN_PATHS = frozenset({"/api/users/signin", "/api/users/signup"})
+DEFAULT_MAX_BODY_BYTES = 1 << 20  # as the services' MAX_BODY_BYTES
+WINDOW_SECONDS = 60.0
+
+
+class RateLimiter:
+    """At most `per_minute` requests per client in any 60 s; 0 lets every request through."""
+
+    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.per_minute = per_minute
+        self.clock = clock
+        self.seen: dict[str, deque[float]] = {}
+
+    def wait(self, client: str) -> float:
+        """Seconds until `client` may try again, or 0: then this request is let through and
+        counted (refused ones are not, as with nginx's limit_req)."""
+        if self.per_minute <= 0:
+            return 0.0
+        now = self.clock()
+        times = self.seen.setdefault(client, deque())
+        while times and times[0] <= now - WINDOW_SECONDS:
+            times.popleft()
+        if len(times) >= self.per_minute:
+            return times[0] + WINDOW_SECONDS - now
+        times.append(now)
+        return 0.0
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What the ingress refuses before forwarding."""
+
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    signin_per_minute: int = 0
+
+
+class BodyTooLarge(Exception):
+    """A streamed request body grew past the limit."""
+
+
+class CappedBody:
+    """A request body streamed on as it arrives, stopped once it grows past `limit` (a chunked
+    body has no Content-Length to refuse it by)."""
+
+    def __init__(self, content: aiohttp.StreamReader, limit: int) -> None:
+        self.content = content
+        self.limit = limit
+        self.exceeded = False
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        received = 0
+        async for chunk in self.content.iter_any():
+            received += len(chunk)
+            if received > self.limit:
+                self.exceeded = True
+                raise BodyTooLarge
+            yield chunk
+
+
 SESSION = web.AppKey("session", aiohttp.ClientSession)
 ROUTES: web.AppKey[dict[str, str]] = web.AppKey("routes")
+LIMITS = web.AppKey("limits", Limits)
+SIGNIN = web.AppKey("signin", RateLimiter)
 
 
 def route(routes: Mapping[str, str], path: str) -> str | None:
@@ -89,13 +162,38 @@ def unavailable() -> web.Response:
     return web.json_response(UNAVAILABLE, status=503)
 
 
+def too_large() -> web.Response:
+    return web.json_response(TOO_LARGE, status=413)
+
+
+def too_many(wait: float) -> web.Response:
+    retry_after = str(max(1, math.ceil(wait)))
+    return web.json_response(TOO_MANY, status=429, headers={"Retry-After": retry_after})
+
+
+def refusal(request: web.Request) -> web.Response | None:
+    """413 for a declared body over the limit, 429 for a sign-in beyond the rate; else None."""
+    declared = request.content_length
+    if declared is not None and declared > request.app[LIMITS].max_body_bytes:
+        return too_large()
+    if request.method == "POST" and request.path in SIGNIN_PATHS:
+        wait = request.app[SIGNIN].wait(request.remote or "")
+        if wait > 0:
+            return too_many(wait)
+    return None
+
+
 async def proxy(request: web.Request) -> web.StreamResponse:
     routes = request.app[ROUTES]
     base = route(routes, request.path)
     if base is None:
         return unavailable()
+    refused = refusal(request)
+    if refused is not None:
+        return refused
     url = URL(base.rstrip("/") + request.raw_path, encoded=True)
     session = request.app[SESSION]
+    body = CappedBody(request.content, request.app[LIMITS].max_body_bytes)
     # A body-less request is retried once on a pooled connection the service had just closed
     # (nothing reached the service). A streamed body cannot be replayed.
     retry = not request.body_exists
@@ -105,11 +203,13 @@ async def proxy(request: web.Request) -> web.StreamResponse:
                 request.method,
                 url,
                 headers=upstream_headers(request),
-                data=request.content if request.body_exists else None,
+                data=body.chunks() if request.body_exists else None,
                 allow_redirects=False,
             )
             break
         except aiohttp.ClientError as exc:
+            if body.exceeded:
+                return too_large()
             if retry and stale(exc):
                 retry = False
                 continue
@@ -150,12 +250,33 @@ async def client_session(app: web.Application) -> AsyncIterator[None]:
     await app[SESSION].close()
 
 
-def create_app(routes: Mapping[str, str]) -> web.Application:
+def create_app(routes: Mapping[str, str], limits: Limits | None = None) -> web.Application:
+    limits = limits or Limits()
     app = web.Application()
     app[ROUTES] = dict(routes)
+    app[LIMITS] = limits
+    app[SIGNIN] = RateLimiter(limits.signin_per_minute)
     app.cleanup_ctx.append(client_session)
     app.router.add_route("*", "/{tail:.*}", proxy)
     return app
+
+
+def count_setting(environ: Mapping[str, str], name: str, default: int) -> int:
+    """A whole number ≥ 0 from the environment (empty is the default), or stop with its name."""
+    raw = environ.get(name, "").strip()
+    if not raw:
+        return default
+    if not (raw.isascii() and raw.isdigit()):
+        raise SystemExit(f"{name} must be a whole number, not {raw!r}")
+    return int(raw)
+
+
+def limits_from(environ: Mapping[str, str]) -> Limits:
+    """The services' `MAX_BODY_BYTES` (so both agree) and `INGRESS_SIGNIN_RATE` a minute."""
+    return Limits(
+        max_body_bytes=count_setting(environ, "MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES),
+        signin_per_minute=count_setting(environ, "INGRESS_SIGNIN_RATE", 0),
+    )
 
 
 def main() -> None:
@@ -163,9 +284,15 @@ def main() -> None:
     routes: dict[str, str] = json.loads(os.environ.get("ROUTES", "{}"))
     host = os.environ.get("INGRESS_HOST", "127.0.0.1")
     port = int(os.environ.get("INGRESS_PORT", "8080"))
-    log.info("listening on http://%s:%d, routes %s", host, port, json.dumps(routes))
+    limits = limits_from(os.environ)
+    log.info("listening on http://%s:%d, routes %s, %s", host, port, json.dumps(routes), limits)
     web.run_app(
-        create_app(routes), host=host, port=port, print=None, access_log=None, shutdown_timeout=5
+        create_app(routes, limits),
+        host=host,
+        port=port,
+        print=None,
+        access_log=None,
+        shutdown_timeout=5,
     )
 
 

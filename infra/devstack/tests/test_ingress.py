@@ -6,7 +6,8 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,8 +15,11 @@ import httpx
 import pytest
 from aiohttp import web
 
-from devstack.ingress import route
+from devstack.ingress import Limits, RateLimiter, limits_from, route
 from ticketing_common.embedded import free_port, wait_for_port
+
+LIMIT_SETTINGS = ("MAX_BODY_BYTES", "INGRESS_SIGNIN_RATE")
+MIB = 1 << 20
 
 
 @dataclass
@@ -39,16 +43,22 @@ def upstreams() -> Upstreams:
     return Upstreams()
 
 
-@pytest.fixture(scope="module")
-def ingress(upstreams: Upstreams, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+@contextmanager
+def running_ingress(
+    upstreams: Upstreams, log_dir: Path, settings: Mapping[str, str] | None = None
+) -> Iterator[str]:
+    """`python -m devstack.ingress` in front of the upstreams, with `settings` in its
+    environment; its URL until the block ends, then it must have stopped cleanly."""
     port = free_port()
     routes = {
         "/api/users": f"http://127.0.0.1:{upstreams.users}",
         "/api/tickets": f"http://127.0.0.1:{upstreams.down}",
         "/": f"http://127.0.0.1:{upstreams.rest}/",
     }
-    env = {**os.environ, "INGRESS_PORT": str(port), "ROUTES": json.dumps(routes)}
-    log_path: Path = tmp_path_factory.mktemp("ingress") / "ingress.log"
+    # The limits are the defaults unless `settings` names them, whatever the caller's shell says.
+    inherited = {k: v for k, v in os.environ.items() if k not in LIMIT_SETTINGS}
+    env = {**inherited, **(settings or {}), "INGRESS_PORT": str(port), "ROUTES": json.dumps(routes)}
+    log_path = log_dir / "ingress.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "devstack.ingress"],
@@ -64,6 +74,13 @@ def ingress(upstreams: Upstreams, tmp_path_factory: pytest.TempPathFactory) -> I
         process.terminate()
         code = process.wait(15)
     assert code == 0, log_path.read_text()
+
+
+@pytest.fixture(scope="module")
+def ingress(upstreams: Upstreams, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The ingress as `make run` starts it: default limits."""
+    with running_ingress(upstreams, tmp_path_factory.mktemp("ingress")) as url:
+        yield url
 
 
 def upstream_app(signals: Signals) -> web.Application:
@@ -326,3 +343,123 @@ async def test_serves_again_once_the_service_is_back(ingress: str, upstreams: Up
             finally:
                 await runner.cleanup()
             assert (await client.get("/api/users/x")).status_code == 503
+
+
+# --- limits: request bodies over 1 MiB, sign-ins beyond a rate -----------------------------------
+
+TOO_LARGE = {"errors": [{"message": "Request body too large"}]}
+TOO_MANY = {"errors": [{"message": "Too many requests"}]}
+
+
+async def test_a_declared_body_over_one_mebibyte_is_413_before_it_is_forwarded(
+    http: httpx.AsyncClient,
+) -> None:
+    """Sent to a route whose service is down: a forwarded request would get the 503."""
+    answer = await http.post("/api/tickets", content=b"x" * (5 * 1000 * 1000))
+    assert answer.status_code == 413
+    assert answer.headers["content-type"].startswith("application/json")
+    assert answer.json() == TOO_LARGE
+
+
+async def test_a_chunked_body_growing_past_one_mebibyte_is_413(http: httpx.AsyncClient) -> None:
+    async def body() -> AsyncIterator[bytes]:
+        for _ in range(5):
+            yield b"x" * (1000 * 1000)
+
+    answer = await http.post("/api/users/upload", content=body())
+    assert answer.status_code == 413
+    assert answer.json() == TOO_LARGE
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+async def test_a_body_of_exactly_one_mebibyte_is_forwarded(
+    http: httpx.AsyncClient, chunked: bool
+) -> None:
+    payload = b"y" * MIB
+
+    async def body() -> AsyncIterator[bytes]:
+        yield payload[: MIB // 2]
+        yield payload[MIB // 2 :]
+
+    answer = await http.post("/api/users/upload", content=body() if chunked else payload)
+    assert answer.status_code == 200
+    assert len(answer.json()["received"]) == MIB
+
+
+async def test_sign_ins_are_not_limited_by_default(http: httpx.AsyncClient) -> None:
+    """`make run` serves one developer and every test suite from one address."""
+    for path in ("/api/users/signin", "/api/users/signup"):
+        statuses = [(await http.post(path, json={})).status_code for _ in range(30)]
+        assert statuses == [200] * 30, path
+
+
+@pytest.fixture(scope="module")
+def limited_ingress(
+    upstreams: Upstreams, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """An ingress that lets 3 sign-ins or sign-ups a minute through per client address."""
+    log_dir = tmp_path_factory.mktemp("limited-ingress")
+    with running_ingress(upstreams, log_dir, {"INGRESS_SIGNIN_RATE": "3"}) as url:
+        yield url
+
+
+async def test_a_sign_in_beyond_the_rate_is_429_with_retry_after(
+    limited_ingress: str, signals: Signals
+) -> None:
+    """Sign-ins and sign-ups share the count; other routes and methods are not limited."""
+    async with httpx.AsyncClient(base_url=limited_ingress, trust_env=False) as client:
+        allowed = [
+            await client.post("/api/users/signin", json={}),
+            await client.post("/api/users/signup", json={}),
+            await client.post("/api/users/signin", json={}),
+        ]
+        refused = await client.post("/api/users/signup", json={})
+        others = [
+            await client.get("/api/users/signin"),
+            await client.post("/api/users/signout", json={}),
+            await client.post("/api/users/signin/x", json={}),
+        ]
+    assert [a.status_code for a in allowed] == [200, 200, 200]
+    assert refused.status_code == 429
+    assert refused.json() == TOO_MANY
+    assert refused.headers["content-type"].startswith("application/json")
+    assert 1 <= int(refused.headers["retry-after"]) <= 60
+    assert [o.status_code for o in others] == [200, 200, 200]
+
+
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_rate_limiter_counts_per_client_within_a_sliding_minute() -> None:
+    clock = Clock()
+    limiter = RateLimiter(2, clock)
+    assert limiter.wait("a") == 0
+    clock.now += 10
+    assert limiter.wait("a") == 0
+    assert limiter.wait("a") == 50, "until the first request leaves the window"
+    assert limiter.wait("b") == 0, "another client has its own count"
+    clock.now += 50
+    assert limiter.wait("a") == 0
+    assert limiter.wait("a") == 10, "refused requests were not counted"
+
+
+def test_a_rate_of_zero_lets_every_request_through() -> None:
+    limiter = RateLimiter(0, Clock())
+    assert all(limiter.wait("a") == 0 for _ in range(100))
+
+
+def test_limits_come_from_the_environment() -> None:
+    assert limits_from({}) == Limits(max_body_bytes=MIB, signin_per_minute=0)
+    assert limits_from({"INGRESS_SIGNIN_RATE": ""}).signin_per_minute == 0
+    assert limits_from({"INGRESS_SIGNIN_RATE": "10", "MAX_BODY_BYTES": "2048"}) == Limits(
+        max_body_bytes=2048, signin_per_minute=10
+    )
+    with pytest.raises(SystemExit, match=r"^INGRESS_SIGNIN_RATE must be a whole number"):
+        limits_from({"INGRESS_SIGNIN_RATE": "ten"})
