@@ -7,7 +7,7 @@ PYTHON ?= python3
 PACKAGES := $(wildcard */ticketing_*) infra/devstack/devstack infra/fakestripe/fakestripe \
 	nats-test/nats_test
 
-.PHONY: bootstrap run test test-fast lint bench clean
+.PHONY: bootstrap run test test-fast faults lint bench clean
 
 bootstrap: .venv/.installed
 
@@ -28,6 +28,11 @@ test: bootstrap
 # The unit lane: pure decisions and contracts, no server started.
 test-fast: bootstrap
 	.venv/bin/pytest -p no:cacheprovider $(wildcard */tests/unit)
+
+# The fault suite: purchases through the ingress while every part is killed in turn; prints a
+# row per fault and fails on any broken invariant (tests/faults).
+faults: bootstrap
+	.venv/bin/pytest -p no:cacheprovider -s tests/faults
 
 lint: bootstrap
 	.venv/bin/ruff check .
