@@ -24,10 +24,17 @@ def read_memory_limit(files: tuple[Path, ...] = CGROUP_MEMORY_LIMITS) -> str | N
     return None
 
 
+# cgroup v1 writes "no limit" as the largest page-aligned number (9223372036854771712).
+NO_LIMIT_FROM = 1 << 62
+
+
 def memory_limit_bytes(text: str | None) -> int | None:
-    """The limit in bytes; None for no limit (no file, cgroup v2's `max`, or unreadable)."""
+    """The limit in bytes; None for no limit (no file, cgroup v2's `max`, v1's huge number, or
+    unreadable)."""
     value = (text or "").strip()
-    return int(value) if value.isdigit() else None
+    if not value.isdigit() or int(value) >= NO_LIMIT_FROM:
+        return None
+    return int(value)
 
 
 def hash_slots(limit_text: str | None, hash_bytes: int, ceiling: int) -> int:

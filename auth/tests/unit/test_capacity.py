@@ -30,7 +30,14 @@ def test_concurrent_hashes_fit_in_half_the_memory_limit(text, ceiling, slots):
 
 
 @pytest.mark.parametrize(
-    ("text", "limit"), [("max\n", None), (None, None), ("", None), (" 1073741824\n", 1 << 30)]
+    ("text", "limit"),
+    [
+        ("max\n", None),
+        (None, None),
+        ("", None),
+        ("9223372036854771712\n", None),
+        (" 1073741824\n", 1 << 30),
+    ],
 )
 def test_the_limit_text_in_bytes(text, limit):
     assert memory_limit_bytes(text) == limit
