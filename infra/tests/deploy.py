@@ -10,19 +10,26 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import os
 import re
 import shutil
 import subprocess
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from ticketing_common.registry import installed_services
+from ticketing_common.registry import GROUP, installed_services
 
 ROOT = Path(__file__).resolve().parents[2]
 STACK_FILE = ROOT / "docker-compose.yml"
+# Stripe test mode, deployed on top of the stack file: fakestripe, and payments pointed at it.
+STRIPE_TEST_FILE = ROOT / "docker-compose.stripe-test.yml"
+# Every service either way: the stack file with the Stripe test file.
+STACK_FILES = (STACK_FILE, STRIPE_TEST_FILE)
+NATS_CONF = ROOT / "infra" / "nats" / "nats.conf"
 # The one image recipe: build arguments choose the service (see IMAGES and build_args).
 DOCKERFILE = ROOT / "Dockerfile"
 K8S = ROOT / "infra" / "k8s"
@@ -37,6 +44,25 @@ SERVICES = [s.name for s in INSTALLED]
 DB_SERVICES = [s.name for s in INSTALLED if s.uses_mongo]
 DATASTORES = [f"{s}-mongo" for s in DB_SERVICES] + ["nats", "redis"]
 API_ROUTES = {s.route: s.name for s in INSTALLED if s.route and s.route != "/"}
+# What the ingress routes to: the APIs and the client's pages.
+HTTP_SERVICES = [s.name for s in INSTALLED if s.route]
+EVENT_USERS = [s.name for s in INSTALLED if s.uses_nats]
+
+
+@functools.cache
+def settings_names(service: str) -> frozenset[str]:
+    """The settings (environment names) the service reads, from its declaration."""
+    (entry,) = (e for e in entry_points(group=GROUP) if e.name == service)
+    return frozenset(name.upper() for name in entry.load().settings.model_fields)
+
+
+REDIS_USERS = [s.name for s in INSTALLED if "REDIS_URL" in settings_names(s.name)]
+# Datastore -> the services that use it: the only ones that may reach it.
+DATASTORE_USERS: dict[str, set[str]] = {
+    **{f"{s}-mongo": {s} for s in DB_SERVICES},
+    "nats": set(EVENT_USERS),
+    "redis": set(REDIS_USERS),
+}
 
 
 # service -> (directory, workspace package, module run by `python -m`): the Dockerfile's build
@@ -74,6 +100,36 @@ STACK_SECRETS = {
     "STRIPE_KEY_FILE": "stripe_key",
     "STRIPE_WEBHOOK_SECRET_FILE": "stripe_webhook_secret",
 }
+# Swarm: the settings that carry a datastore's credentials come from the service's own secret,
+# `<NAME>_FILE` -> /run/secrets/<service>_<datastore>_<kind> (ticketing_common.settings reads any
+# setting from `<NAME>_FILE`).
+CREDENTIAL_SECRETS = {
+    "MONGO_URI": "{service}_mongo_uri",
+    "NATS_URL": "{service}_nats_url",
+    "REDIS_URL": "{service}_redis_url",
+}
+
+
+def stack_credentials(service: str) -> dict[str, str]:
+    """`<NAME>_FILE` -> secret, for each datastore address (with credentials) the service reads."""
+    return {
+        f"{name}_FILE": secret.format(service=service)
+        for name, secret in CREDENTIAL_SECRETS.items()
+        if name in settings_names(service)
+    }
+
+
+# What each datastore reads from its secrets: the root user of each MongoDB, the NATS users'
+# passwords, Redis's requirepass.
+DATASTORE_SECRETS: dict[str, set[str]] = {
+    **{f"{s}-mongo": {"mongo_root_username", f"{s}_mongo_root_password"} for s in DB_SERVICES},
+    "nats": {f"{s}_nats_password" for s in EVENT_USERS},
+    "redis": {"redis_password"},
+}
+# The images the project builds; the others (datastores, nginx) are official images.
+PROJECT_IMAGE = re.compile(r"^\$\{REGISTRY:-ticketing\}/(?P<name>[\w-]+):\$\{TAG:\?[^}]+\}$")
+# Any TAG will do to render the stack: the files require one.
+RENDER_ENV = {"TAG": "0.0.0-test"}
 WEBHOOK_PATH = "/api/payments/webhook"
 # What a real secret looks like: Stripe keys and webhook signing secrets.
 REAL_SECRET = re.compile(r"\b(?:sk|rk)_(?:live|test)_[\w-]+|\bwhsec_[\w-]+")
@@ -90,8 +146,19 @@ ADDRESS_VARS = (
 )
 
 
-def run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=60, check=False)
+def run(
+    *args: str, cwd: Path = ROOT, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run a CLI; `env`, if given, is added to this process's environment."""
+    return subprocess.run(
+        args,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, **env} if env is not None else None,
+    )
 
 
 def tool(name: str, *candidates: str) -> str:
@@ -106,27 +173,84 @@ def tool(name: str, *candidates: str) -> str:
 
 
 @functools.cache
-def raw_stack() -> Doc:
-    """The stack file as written, YAML anchors and merge keys resolved."""
-    doc: Doc = yaml.safe_load(STACK_FILE.read_text())
+def raw_stack(path: Path = STACK_FILE) -> Doc:
+    """A stack file as written, YAML anchors and merge keys resolved."""
+    doc: Doc = yaml.safe_load(path.read_text())
     return doc
+
+
+def docker_cli() -> str | None:
+    docker = shutil.which("docker") or "/usr/local/bin/docker"
+    return docker if Path(docker).exists() else None
+
+
+def stack_config(
+    *files: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`docker stack config -c FILE ...`: the files merged, interpolated and normalised."""
+    docker = docker_cli()
+    assert docker, "docker CLI"
+    return run(docker, "stack", "config", *(a for f in files for a in ("-c", str(f))), env=env)
+
+
+def _merged(base: Any, extra: Any) -> Any:
+    """A later stack file over an earlier one, roughly as `docker stack config` merges them."""
+    if isinstance(base, dict) and isinstance(extra, dict):
+        return {k: _merged(base[k], v) if k in base else v for k, v in {**base, **extra}.items()}
+    if isinstance(base, list) and isinstance(extra, list):
+        return base + [item for item in extra if item not in base]
+    return extra
 
 
 @functools.cache
-def stack() -> Doc:
-    """The stack as `docker stack config` normalises it, or the raw file without the CLI."""
-    docker = shutil.which("docker") or "/usr/local/bin/docker"
-    if not Path(docker).exists():
-        return raw_stack()
-    result = run(docker, "stack", "config", "-c", str(STACK_FILE))
+def stack(files: tuple[Path, ...] = STACK_FILES) -> Doc:
+    """The stack of `files` (by default the stack file with the Stripe test file, so that every
+    image's service is there) as `docker stack config` merges and normalises it, or the raw files
+    merged without the CLI."""
+    if docker_cli() is None:
+        doc: Doc = {}
+        for path in files:
+            doc = _merged(doc, raw_stack(path))
+        return doc
+    result = stack_config(*files, env=RENDER_ENV)
     assert result.returncode == 0, result.stderr
-    doc: Doc = yaml.safe_load(result.stdout)
-    return doc
+    rendered: Doc = yaml.safe_load(result.stdout)
+    return rendered
 
 
-def stack_services() -> dict[str, Doc]:
-    services: dict[str, Doc] = stack()["services"]
+def default_stack() -> Doc:
+    """What `docker stack deploy -c docker-compose.yml` runs: the real Stripe API, no fakestripe."""
+    return stack((STACK_FILE,))
+
+
+def stack_services(files: tuple[Path, ...] = STACK_FILES) -> dict[str, Doc]:
+    services: dict[str, Doc] = stack(files)["services"]
     return services
+
+
+def names(value: list[Any] | dict[str, Any] | None) -> set[str]:
+    """The names of a service's networks or secrets, in any of the ways Compose writes them."""
+    if isinstance(value, dict):
+        return set(value)
+    return {item["source"] if isinstance(item, dict) else item for item in value or []}
+
+
+def network_members(files: tuple[Path, ...] = STACK_FILES) -> dict[str, set[str]]:
+    """network -> the services attached to it."""
+    members: dict[str, set[str]] = {n: set() for n in stack(files).get("networks", {})}
+    for name, service in stack_services(files).items():
+        for network in names(service.get("networks")):
+            members.setdefault(network, set()).add(name)
+    return members
+
+
+def reachable(service: str, files: tuple[Path, ...] = STACK_FILES) -> set[str]:
+    """The other services that share a network with `service`."""
+    found = set()
+    for members in network_members(files).values():
+        if service in members:
+            found |= members
+    return found - {service}
 
 
 def _mapping(value: dict[str, Any] | list[str] | None) -> dict[str, str]:
@@ -136,8 +260,8 @@ def _mapping(value: dict[str, Any] | list[str] | None) -> dict[str, str]:
     return {k: str(v) for k, v in (value or {}).items()}
 
 
-def stack_env(service: str) -> dict[str, str]:
-    return _mapping(stack_services()[service].get("environment"))
+def stack_env(service: str, files: tuple[Path, ...] = STACK_FILES) -> dict[str, str]:
+    return _mapping(stack_services(files)[service].get("environment"))
 
 
 def build_args(service: str) -> dict[str, str]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from .deploy import DEPLOY_MD, IMAGES, stack_env
+from .deploy import DEPLOY_MD, IMAGES, SERVICES, stack, stack_env
 
 # The guide's build helper: `build SERVICE SOURCE PACKAGE MODULE [PORT]`, one line an image.
 BUILD_HELPER = (
@@ -53,3 +53,13 @@ def test_deploy_guide_builds_every_image_from_the_dockerfile_with_its_arguments(
         for m in re.finditer(r"^build (\S+) +(\S+) +(\S+) +(\S+)(?: +(\d+))?\b", text, re.M)
     }
     assert built == {service: (*IMAGES[service], stack_env(service)["PORT"]) for service in IMAGES}
+
+
+def test_deploy_guide_creates_every_secret_the_stack_needs() -> None:
+    """A deploy stops at the first `secret not found`: the guide creates each one, by name or
+    in its per-service loop (`${svc}_...`)."""
+    text = DEPLOY_MD.read_text()
+    created = set(re.findall(r'docker secret create "?([\w${}]+)"? -', text))
+    for secret in stack()["secrets"]:
+        generic = re.sub(rf"^({'|'.join(SERVICES)})_(?=mongo_|nats_)", "${svc}_", secret)
+        assert secret in created or generic in created, secret
