@@ -17,7 +17,14 @@ import sys
 import threading
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import AbstractAsyncContextManager, ExitStack, asynccontextmanager, suppress
+from contextlib import (
+    AbstractAsyncContextManager,
+    ExitStack,
+    asynccontextmanager,
+    contextmanager,
+    suppress,
+)
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -30,7 +37,7 @@ import pytest
 from bson import ObjectId
 from fastapi import FastAPI
 from nats.js.errors import NotFoundError as StreamNotFoundError
-from pymongo import MongoClient
+from pymongo import MongoClient, monitoring
 from pymongo.asynchronous.database import AsyncDatabase
 
 from ticketing_common.bus import DEAD_LETTER_STREAM, EventBus
@@ -50,9 +57,44 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+class MongoCommands(monitoring.CommandListener):
+    """The database commands a piece of test code causes, counted by their name: PyMongo calls
+    listeners in the task that runs the command, so `counting()` sees only the commands of
+    its own task (and of tasks it starts), not those of sweeps and listeners running beside."""
+
+    def __init__(self) -> None:
+        self._seen: ContextVar[list[str] | None] = ContextVar("mongo_commands", default=None)
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        seen = self._seen.get()
+        if seen is not None:
+            seen.append(event.command_name)
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+    @contextmanager
+    def counting(self) -> Iterator[list[str]]:
+        seen: list[str] = []
+        token = self._seen.set(seen)
+        try:
+            yield seen
+        finally:
+            self._seen.reset(token)
+
+
+# Registered before any client exists: every client made in the run reports to it.
+MONGO_COMMANDS = MongoCommands()
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """SIGTERM (`timeout`, a cancelled CI job) ends the run like Ctrl-C, so fixture teardown
-    stops the servers and stacks it started instead of leaving them running."""
+    stops the servers and stacks it started instead of leaving them running; the command
+    listener is registered before any client is made."""
+    monitoring.register(MONGO_COMMANDS)
     main = threading.current_thread() is threading.main_thread()
     if main and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
         signal.signal(signal.SIGTERM, _interrupt)
@@ -158,6 +200,12 @@ def bearer(user_id: str | None = None) -> dict[str, str]:
     uid = user_id or str(ObjectId())
     token = issue_token(uid, f"{uid}@test.com", TEST_JWT_KEY, 3600)
     return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+def mongo_commands() -> MongoCommands:
+    """`with mongo_commands.counting() as seen:` the database round trips of what runs inside."""
+    return MONGO_COMMANDS
 
 
 @pytest.fixture
