@@ -257,7 +257,8 @@ def create_app(routes: Mapping[str, str], limits: Limits | None = None) -> web.A
     app[LIMITS] = limits
     app[SIGNIN] = RateLimiter(limits.signin_per_minute)
     app.cleanup_ctx.append(client_session)
-    app.router.add_route("*", "/{tail:.*}", proxy)
+    # `[\s\S]`, not `.`: a path may hold an encoded newline, and it is the service's to refuse.
+    app.router.add_route("*", "/{tail:[\\s\\S]*}", proxy)
     return app
 
 
