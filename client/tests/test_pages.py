@@ -261,3 +261,33 @@ async def test_stripe_elements_mode(browsers: list[Browser], start: Start) -> No
         assert paid.status_code == 303 and paid.headers["location"] == "/orders"
         home = await client.get("/")
         assert "js.stripe.com" not in home.text  # loaded only where a card is asked for
+
+
+async def test_home_pages_on_with_a_next_link(browsers: list[Browser]) -> None:
+    seller, visitor = browsers[0], browsers[1]
+    await seller.signup()
+    titles = [unique(f"Paged {i:03d}") for i in range(105)]  # more than a page of 100
+    for title in titles:
+        sold = await seller.http.post("/api/tickets", json={"title": title, "price": 5})
+        assert sold.status_code == 201, sold.text
+
+    def shown(page: str) -> list[str]:
+        return sorted((t for t in titles if t in page), key=page.index)
+
+    home = await visitor.get("/")
+    link = re.search(r'href="(/\?after=[\w-]{16})" rel="next">More tickets</a>', home.text)
+    assert link, "no next link on the first page"
+    assert shown(home.text) == titles[:4:-1]  # the 100 newest, newest first
+    assert "Newest tickets" not in home.text
+
+    more = await visitor.get(link.group(1))
+    assert more.status_code == 200
+    assert shown(more.text) == titles[4::-1]  # the next ones, newest first
+    assert '<a class="button secondary" href="/">Newest tickets</a>' in more.text
+
+
+async def test_a_mangled_page_link_is_a_400_page(visitor: Browser) -> None:
+    page = await visitor.get("/?after=not-a-cursor")
+    assert page.status_code == 400
+    assert page.headers["content-type"].startswith("text/html")
+    assert "There is no such page of tickets" in page.text

@@ -11,6 +11,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
 from starlette.exceptions import HTTPException
@@ -48,6 +49,7 @@ class Reply:
     body: Any
     problems: tuple[Problem, ...] = ()
     set_cookies: tuple[str, ...] = field(default=())
+    after: str | None = None  # the `after` cursor of the API's `rel="next"` link, if any
 
     @property
     def ok(self) -> bool:
@@ -90,6 +92,15 @@ def _problems(status: int, body: Any) -> tuple[Problem, ...]:
     return found or (Problem("Something went wrong"),)
 
 
+def _next_cursor(links: Mapping[str, Mapping[str, object]]) -> str | None:
+    """The cursor of a list's next page (`Link: <...?after=...>; rel="next"`), kept opaque."""
+    link = links.get("next")
+    if link is None or link.get("url") is None:
+        return None
+    found = parse_qs(urlsplit(str(link["url"])).query).get("after")
+    return found[0] if found else None
+
+
 class Api:
     """The APIs, over one long-lived aiohttp session shared by every request."""
 
@@ -120,6 +131,7 @@ class Api:
         *,
         session: str | None,
         body: Mapping[str, Any] | None = None,
+        params: Mapping[str, str] | None = None,
     ) -> Reply:
         url = f"{self.base[area]}/api/{area}{path}"
         headers = {"Accept": "application/json"}
@@ -129,10 +141,13 @@ class Api:
         if rid:
             headers["X-Request-Id"] = rid
         try:
-            async with self.http.request(method, url, json=body, headers=headers) as response:
+            async with self.http.request(
+                method, url, json=body, headers=headers, params=params
+            ) as response:
                 raw = await response.read()
                 cookies = tuple(response.headers.getall("Set-Cookie", ()))
                 status = response.status
+                after = _next_cursor(response.links)
         except (TimeoutError, aiohttp.ClientError) as exc:
             log.warning("%s %s failed: %r", method, url, exc)
             raise ServiceUnavailableError() from None
@@ -140,7 +155,7 @@ class Api:
             parsed: Any = json.loads(raw) if raw else None
         except ValueError:
             parsed = None
-        return Reply(status, parsed, _problems(status, parsed), cookies)
+        return Reply(status, parsed, _problems(status, parsed), cookies, after)
 
     # --- auth ---------------------------------------------------------------------------
     async def signup(self, email: str, password: str) -> Reply:
@@ -155,8 +170,10 @@ class Api:
         return await self.call("POST", "users", "/signout", session=session)
 
     # --- tickets ------------------------------------------------------------------------
-    async def tickets(self) -> Reply:
-        return await self.call("GET", "tickets", session=None)
+    async def tickets(self, after: str | None = None) -> Reply:
+        """A page of open tickets, newest first: the first, or the one a cursor leads to."""
+        params = {"after": after} if after is not None else None
+        return await self.call("GET", "tickets", session=None, params=params)
 
     async def ticket(self, ticket_id: str) -> Reply:
         return await self.call("GET", "tickets", f"/{ticket_id}", session=None)

@@ -65,7 +65,7 @@ BODY_RULES: dict[str, dict[str, dict[str, Any]]] = {
     "NewOrder": {"ticketId": OBJECT_ID},
     "NewPayment": {"token": {"type": "string", "minLength": 1}, "orderId": OBJECT_ID},
 }
-QUERY_RULES = {"limit": {"minimum": 1, "maximum": 100}, "offset": {"minimum": 0}}
+QUERY_RULES = {"limit": {"minimum": 1, "maximum": 100}, "offset": {"minimum": 0, "maximum": 10_000}}
 # A header every service reads (the request id), so header values get fuzzed too.
 REQUEST_ID = {"name": "X-Request-Id", "in": "header", "schema": {"type": "string"}}
 

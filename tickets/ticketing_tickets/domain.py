@@ -6,6 +6,12 @@ and a reservation never overwrite each other. `version` is the revision the othe
 it rises by exactly one with each visible change, together with the `ticket:updated` event that
 carries it (one atomic write, through the outbox).
 
+A ticket is listed (on sale, in `GET /api/tickets`) while no order holds it: `listing`, its key in
+the open-ticket list, is present exactly then, set and removed in the same write as `orderId`, so
+the list is one index range (a sparse index on `listing`) on nx-27017 and MongoDB alike. The key
+is the ticket's id as hex: the list is in creation order, newest first, and a released ticket
+goes back to its place.
+
 A reservation's order id is kept in `releasedOrders` once that order is cancelled, so that a
 late or redelivered `order:created` of a cancelled order cannot reserve the ticket again.
 
@@ -36,6 +42,7 @@ class TicketDoc(TypedDict):
     version: int  # what the other services see: +1 with each `ticket:updated`
     rev: int  # the write revision: +1 with every write, the condition of the next one
     orderId: NotRequired[str]  # only while an order holds the ticket
+    listing: NotRequired[str]  # only while no order holds it: its key in the open-ticket list
     releasedOrders: NotRequired[dict[str, bool]]  # the cancelled orders seen, by id
     # The outbox (`ticketing_common.outbox`): events stored with a change, until published.
     outbox: NotRequired[dict[str, dict[str, object]]]
@@ -43,15 +50,22 @@ class TicketDoc(TypedDict):
     outboxAt: NotRequired[int]
 
 
+def listing_key(ticket_id: ObjectId) -> str:
+    """The ticket's key in the open-ticket list: its id's hex sorts as the id, by creation."""
+    return str(ticket_id)
+
+
 def new_ticket(title: str, price: float, user_id: str) -> TicketDoc:
-    """A ticket put up for sale: version 0, free."""
+    """A ticket put up for sale: version 0, free, listed."""
+    ticket_id = ObjectId()
     return {
-        "_id": ObjectId(),
+        "_id": ticket_id,
         "title": title,
         "price": price,
         "userId": user_id,
         "version": 0,
         "rev": 0,
+        "listing": listing_key(ticket_id),
     }
 
 
@@ -82,7 +96,7 @@ def reserve(ticket: TicketDoc, order_id: str) -> Update | None:
         return None  # another order holds it: a replayed or late event never takes it over
     return add_events(
         ticket,
-        {"$set": {"orderId": order_id}, "$inc": {"version": 1}},
+        {"$set": {"orderId": order_id}, "$unset": {"listing": ""}, "$inc": {"version": 1}},
         ticket_updated(ticket, order_id=order_id),
     )
 
@@ -105,7 +119,11 @@ def release(ticket: TicketDoc, order_id: str) -> Update | None:
     if ticket.get("orderId") == order_id:
         return add_events(
             ticket,
-            {"$unset": {"orderId": ""}, "$set": {released: True}, "$inc": {"version": 1}},
+            {
+                "$unset": {"orderId": ""},
+                "$set": {released: True, "listing": listing_key(ticket["_id"])},
+                "$inc": {"version": 1},
+            },
             ticket_updated(ticket, order_id=None),
         )
     if _released(ticket, order_id):

@@ -3,9 +3,12 @@ rule), the query rules, and the ticket as answered."""
 
 from __future__ import annotations
 
+import base64
+import re
 from collections.abc import Callable
 from typing import Annotated, Any
 
+from bson import ObjectId
 from pydantic import AfterValidator, BaseModel, Field
 
 from ticketing_common.validation import Money, required, rule, trimmed
@@ -44,14 +47,43 @@ def _between(low: int, high: int) -> Callable[[int], int]:
 
 
 LIMIT_MAX = 100
-# MongoDB's skip is a signed 64-bit integer: a larger offset would overflow in the database
-# (a 500), so it is refused like a negative one, with the same message.
-OFFSET_MAX = 2**63 - 1
+# A skip walks every skipped entry of the index, so deep pages are read with the `after` cursor;
+# the offset stays for shallow jumps, bounded so that no request walks more than this.
+OFFSET_MAX = 10_000
 
 Limit = Annotated[
-    int, AfterValidator(_between(1, LIMIT_MAX)), rule("Limit must be between 1 and 100")
+    int, AfterValidator(_between(1, LIMIT_MAX)), rule(f"Limit must be between 1 and {LIMIT_MAX}")
 ]
-Offset = Annotated[int, AfterValidator(_between(0, OFFSET_MAX)), rule("Offset must be 0 or more")]
+Offset = Annotated[
+    int,
+    AfterValidator(_between(0, OFFSET_MAX)),
+    rule(f"Offset must be between 0 and {OFFSET_MAX}"),
+]
+
+# The `after` cursor: the last listed ticket's id bytes in base64url (16 characters, unpadded).
+# Opaque to clients; they take it from the `Link: <...>; rel="next"` header.
+_CURSOR = re.compile(r"[A-Za-z0-9_-]{16}")
+
+
+def next_cursor(listing: str) -> str:
+    """The cursor of the page that follows the ticket listed under `listing`."""
+    return base64.urlsafe_b64encode(ObjectId(listing).binary).decode().rstrip("=")
+
+
+def _listing_after(value: str | None) -> str | None:
+    """The listing key a cursor stands for (every 16 such characters are 12 bytes)."""
+    if value is None:
+        return None
+    if not _CURSOR.fullmatch(value):
+        raise ValueError("not a cursor")
+    return str(ObjectId(base64.urlsafe_b64decode(value)))
+
+
+After = Annotated[
+    str | None,
+    AfterValidator(_listing_after),
+    rule("After must be a cursor from a previous page's Link header"),
+]
 
 
 class TicketOut(BaseModel):

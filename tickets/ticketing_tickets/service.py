@@ -6,7 +6,7 @@ from __future__ import annotations
 from ticketing_common.runtime import Runtime
 from ticketing_common.service import Service
 from ticketing_tickets.events.handlers import HANDLERS
-from ticketing_tickets.repository import COLLECTION, INDEXES, Tickets
+from ticketing_tickets.repository import COLLECTION, INDEXES, Tickets, listed_at_start
 from ticketing_tickets.routes import tickets
 from ticketing_tickets.settings import Settings
 
@@ -22,6 +22,7 @@ SERVICE: Service[Settings, Tickets] = Service(
     routers=[tickets.router],
     indexes=INDEXES,
     outbox=[COLLECTION],
+    resources=[listed_at_start],  # tickets stored before `listing` existed
     context=_tickets,
     handlers=HANDLERS,
 )

@@ -7,7 +7,7 @@ from typing import Any
 
 from fastapi import APIRouter, Response
 
-from ticketing_client.api import Problem, Reply
+from ticketing_client.api import Problem, Reply, UpstreamError
 from ticketing_client.error_pages import HtmlRoute
 from ticketing_client.forms import FormDep, field, object_id
 from ticketing_client.order_status import HOLDING
@@ -18,9 +18,15 @@ router = APIRouter(route_class=HtmlRoute, include_in_schema=False)
 
 
 @router.get("/")
-async def index(visitor: VisitorDep) -> Response:
-    reply = (await visitor.api.tickets()).require()
-    return page(visitor, "index.html", tickets=reply.items())
+async def index(visitor: VisitorDep, after: str | None = None) -> Response:
+    """Open tickets, newest first, a page at a time: `after` is the API's cursor."""
+    reply = await visitor.api.tickets(after)
+    if reply.status == 400 and "after" in reply.fields:
+        raise UpstreamError(400, "There is no such page of tickets")  # a mangled link
+    reply.require()
+    return page(
+        visitor, "index.html", tickets=reply.items(), first_page=after is None, after=reply.after
+    )
 
 
 def _new_form(visitor: Visitor, *, status: int = 200, **context: Any) -> Response:

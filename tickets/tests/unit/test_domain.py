@@ -80,6 +80,7 @@ def test_a_new_ticket_is_free_at_version_0_and_announced_as_it_is():
     assert isinstance(ticket["_id"], ObjectId)
     assert (ticket["version"], ticket["rev"]) == (0, 0)
     assert "orderId" not in ticket
+    assert ticket["listing"] == str(ticket["_id"])  # listed, in creation order
     event = ticket_created(ticket)
     assert str(event.subject) == "ticket.created"
     assert event.payload() == {
@@ -217,3 +218,29 @@ def test_the_ticket_can_be_reserved_again_after_a_cancellation(ticket):
     assert events(update) == [("ticket.updated", payload(freed, orderId=OTHER_ORDER))]
     after = applied(freed, update)
     assert (after["orderId"], after["version"]) == (OTHER_ORDER, 3)
+
+
+# --- the listing key: present exactly while no order holds the ticket ---------------------------
+
+
+def listed(doc):
+    """The invariant every write keeps: listed (under its id) exactly while free."""
+    return ("listing" in doc) is ("orderId" not in doc) and doc.get("listing") in (
+        None,
+        str(doc["_id"]),
+    )
+
+
+def test_every_decision_keeps_the_ticket_listed_exactly_while_free(ticket):
+    held = reserved(ticket)
+    assert "listing" not in held and listed(held)
+    remembered = applied(held, release(held, OTHER_ORDER))  # another order's cancellation
+    assert "listing" not in remembered and listed(remembered)
+    freed = applied(held, release(held, ORDER))
+    assert freed["listing"] == ticket["listing"] and listed(freed)  # back in its place
+    again = applied(freed, reserve(freed, OTHER_ORDER))
+    assert "listing" not in again and listed(again)
+    early = applied(ticket, release(ticket, ORDER))  # cancelled before it was reserved
+    assert early["listing"] == ticket["listing"] and listed(early)
+    edited = applied(ticket, edit(ticket, OWNER, "new", 5.0))
+    assert edited["listing"] == ticket["listing"]

@@ -2,16 +2,28 @@
 ticket as answered, and the OpenAPI schemas of every route. No server."""
 
 import pytest
+from bson import ObjectId
 from pydantic import TypeAdapter, ValidationError
 
 from ticketing_testing import TEST_JWT_KEY
 from ticketing_tickets.domain import new_ticket
-from ticketing_tickets.schemas import Limit, NewTicket, Offset, TicketEdit, TicketOut
+from ticketing_tickets.schemas import (
+    OFFSET_MAX,
+    After,
+    Limit,
+    NewTicket,
+    Offset,
+    TicketEdit,
+    TicketOut,
+    next_cursor,
+)
 from ticketing_tickets.service import SERVICE
 from ticketing_tickets.settings import Settings
 
 TITLE = ("title", "Title is required")
 NEW_PRICE = ("price", "Price must be greater than 0")
+OFFSET_RULE = "Offset must be between 0 and 10000"
+AFTER_RULE = "After must be a cursor from a previous page's Link header"
 EDIT_PRICE = ("price", "Price must be provided and must be greater than 0")
 
 
@@ -56,13 +68,14 @@ def test_a_price_must_be_positive_at_most_a_million_with_two_decimals(price):
         (Limit, 0, "Limit must be between 1 and 100"),
         (Limit, 101, "Limit must be between 1 and 100"),
         (Limit, "1.5", "Limit must be between 1 and 100"),
-        (Offset, -1, "Offset must be 0 or more"),
-        (Offset, "abc", "Offset must be 0 or more"),
+        (Offset, -1, OFFSET_RULE),
+        (Offset, "abc", OFFSET_RULE),
         (Limit, 2**63, "Limit must be between 1 and 100"),
         (Limit, str(2**64), "Limit must be between 1 and 100"),
-        (Offset, 2**63, "Offset must be 0 or more"),
-        (Offset, str(2**63), "Offset must be 0 or more"),
-        (Offset, "9" * 40, "Offset must be 0 or more"),
+        (Offset, 2**63, OFFSET_RULE),
+        (Offset, str(2**63), OFFSET_RULE),
+        (Offset, "9" * 40, OFFSET_RULE),
+        (Offset, OFFSET_MAX + 1, OFFSET_RULE),
     ],
 )
 def test_query_rules_refuse_out_of_range_values(rule, value, message):
@@ -74,7 +87,24 @@ def test_query_rules_refuse_out_of_range_values(rule, value, message):
 def test_query_rules_take_their_bounds():
     assert TypeAdapter(Limit).validate_python("100") == 100
     assert TypeAdapter(Offset).validate_python(0) == 0
-    assert TypeAdapter(Offset).validate_python(str(2**63 - 1)) == 2**63 - 1
+    assert TypeAdapter(Offset).validate_python(str(OFFSET_MAX)) == OFFSET_MAX == 10_000
+
+
+def test_a_cursor_stands_for_the_listing_key_it_was_made_of():
+    key = str(ObjectId())
+    cursor = next_cursor(key)
+    assert len(cursor) == 16 and "=" not in cursor
+    assert TypeAdapter(After).validate_python(cursor) == key
+    assert TypeAdapter(After).validate_python(None) is None
+
+
+@pytest.mark.parametrize(
+    "cursor", ["", "abc", "A" * 15, "A" * 17, "AAAAAAAAAAAAAAA=", "AAAAAAAAAAAAAAA/", " " * 16]
+)
+def test_anything_but_a_cursor_is_refused(cursor):
+    with pytest.raises(ValidationError) as failed:
+        TypeAdapter(After).validate_python(cursor)
+    assert [e["msg"] for e in failed.value.errors()] == [AFTER_RULE]
 
 
 def test_a_free_ticket_has_no_order_id_key_and_no_internals():
