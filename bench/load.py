@@ -230,7 +230,8 @@ async def lag_zero(bus: EventBus) -> None:
 
 async def grow_tickets(mongo: AsyncMongoClient[dict[str, Any]], total: int) -> None:
     """Fill the tickets collection up to `total` documents, half of them reserved (an order
-    holds them), as a marketplace that has run for a while; written straight to the database."""
+    holds them), as a marketplace that has run for a while; written straight to the database
+    in the shape the tickets service stores."""
     tickets = mongo["tickets"]["tickets"]
     have = await tickets.estimated_document_count()
     batch = []
@@ -239,6 +240,8 @@ async def grow_tickets(mongo: AsyncMongoClient[dict[str, Any]], total: int) -> N
         doc |= {"version": 0, "rev": 0}
         if n % 2:
             doc["orderId"] = str(ObjectId())
+        else:
+            doc["listing"] = str(doc["_id"])  # as tickets stores an open one
         batch.append(doc)
         if len(batch) == 5000:
             await tickets.insert_many(batch, ordered=False)

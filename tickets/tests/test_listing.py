@@ -1,12 +1,15 @@
 """GET /api/tickets with the `after` cursor: the `Link: <...>; rel="next"` header, pages that
 never repeat a ticket nor miss one that stays open while others are reserved, released and sold
-between them, and the open tickets stored before the listing key existed (listed at start)."""
+between them, the open tickets stored before the listing key existed (listed at start), and
+concurrent requests for a page sharing one read without missing a sale made before them."""
 
+import asyncio
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from bson import ObjectId
 
+from ticketing_common.coalesce import Coalesced
 from ticketing_testing import eventually
 from ticketing_tickets import repository
 
@@ -200,3 +203,68 @@ async def test_listing_the_stored_tickets_goes_newest_first_in_batches(db, monke
     assert await tickets.list_unlisted() == 0  # idempotent: nothing left at the next start
     page, last = await tickets.available(10)
     assert [t["_id"] for t in page] == [t["_id"] for t in reversed(legacy)] and last is None
+
+
+@pytest.fixture
+def gated_reads(monkeypatch):
+    """The listing reads of the running service, the first held after reading until the test
+    opens it: `entered` counts callers that asked for a page, `reads` the database reads."""
+
+    class Gate:
+        opened = asyncio.Event()
+        held = asyncio.Event()
+        entered = 0
+        reads = 0
+
+    page, read = repository.Tickets._page, Coalesced.read
+
+    async def held_page(self, *args):
+        Gate.reads += 1
+        found = await page(self, *args)
+        if Gate.reads == 1:  # read, then held before it answers
+            Gate.held.set()
+            await Gate.opened.wait()
+        return found
+
+    async def counted_read(self, key, load):
+        Gate.entered += 1
+        return await read(self, key, load)
+
+    monkeypatch.setattr(repository.Tickets, "_page", held_page)
+    monkeypatch.setattr(Coalesced, "read", counted_read)
+    return Gate
+
+
+async def test_visitors_asking_for_a_page_together_share_one_read(client, new_ticket, gated_reads):
+    made = [(await new_ticket(title=f"t{i}"))["id"] for i in range(3)]
+    first = asyncio.create_task(client.get(TICKETS))
+    await gated_reads.held.wait()
+    others = [asyncio.create_task(client.get(TICKETS)) for _ in range(9)]
+
+    async def all_asked():
+        return gated_reads.entered == 10
+
+    await eventually(all_asked)
+    gated_reads.opened.set()
+    pages = await asyncio.gather(first, *others)
+    assert [ids(page) for page in pages] == [list(reversed(made))] * 10
+    assert gated_reads.reads == 1
+
+
+async def test_a_page_asked_for_after_a_sale_shows_it_while_an_older_read_is_in_flight(
+    client, new_ticket, gated_reads
+):
+    old = await new_ticket(title="old")
+    first = asyncio.create_task(client.get(TICKETS))
+    await gated_reads.held.wait()  # a read of the page, made before the sale, is held
+    sold = await new_ticket(title="sold meanwhile")
+    after = asyncio.create_task(client.get(TICKETS))
+
+    async def asked():
+        return gated_reads.entered == 2
+
+    await eventually(asked)
+    gated_reads.opened.set()
+    assert ids(await first) == [old["id"]]
+    assert ids(await after) == [sold["id"], old["id"]]  # its own read, not the older one
+    assert gated_reads.reads == 2

@@ -14,6 +14,7 @@ from bson import ObjectId
 from pymongo import UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 
+from ticketing_common.coalesce import Coalesced
 from ticketing_common.mongo import Document, Index, Update
 from ticketing_common.outbox import Outbox, OutboxRelay, with_events
 from ticketing_common.runtime import Runtime
@@ -24,6 +25,8 @@ log = logging.getLogger("ticketing.tickets.repository")
 
 COLLECTION = "tickets"
 LISTING = "listing"
+# What a listed ticket is answered with (`TicketOut`), and its place in the list.
+LISTED = {"title": 1, "price": 1, "userId": 1, "version": 1, "orderId": 1, LISTING: 1}
 BACKFILL_BATCH = 1000
 
 INDEXES = {
@@ -38,6 +41,10 @@ INDEXES = {
 }
 
 
+# A page of open tickets, and the listing key to continue after when more follow.
+Page = tuple[list[TicketDoc], str | None]
+
+
 def _ticket(doc: Document | None) -> TicketDoc | None:
     # The outbox works on plain documents; what this collection holds are tickets.
     return cast(TicketDoc | None, doc)
@@ -49,23 +56,32 @@ class Tickets:
     def __init__(self, db: AsyncDatabase[Document], relay: OutboxRelay | None) -> None:
         self.outbox = Outbox(db[COLLECTION], relay)
         self.collection = self.outbox.collection
+        # Every visitor's home page is a list page: concurrent requests for one share its read.
+        self.pages: Coalesced[tuple[int, int, str | None], Page] = Coalesced()
 
     async def create(self, title: str, price: float, user_id: str) -> TicketDoc:
         """Put a ticket up for sale; its `ticket:created` is stored with it."""
         ticket = new_ticket(title, price, user_id)
         await self.outbox.insert(with_events(ticket, ticket_created(ticket)))
+        self.pages.changed()
         return ticket
 
     async def get(self, ticket_id: ObjectId) -> TicketDoc | None:
         return _ticket(await self.collection.find_one({"_id": ticket_id}))
 
-    async def available(
-        self, limit: int, offset: int = 0, after: str | None = None
-    ) -> tuple[list[TicketDoc], str | None]:
+    async def available(self, limit: int, offset: int = 0, after: str | None = None) -> Page:
         """Up to `limit` open tickets newest first (past `offset`, listed before `after`), and
-        the listing key to continue after when there are more; one read of the listing index."""
+        the listing key to continue after when there are more; one read of the listing index,
+        shared by the requests for the same page that come while it is in flight."""
+        return await self.pages.read(
+            (limit, offset, after), lambda: self._page(limit, offset, after)
+        )
+
+    async def _page(self, limit: int, offset: int, after: str | None) -> Page:
         where = {LISTING: {"$lt": after}} if after else {LISTING: {"$exists": True}}
-        cursor = self.collection.find(where).sort([(LISTING, -1)]).skip(offset).limit(limit + 1)
+        cursor = (
+            self.collection.find(where, LISTED).sort([(LISTING, -1)]).skip(offset).limit(limit + 1)
+        )
         found = cast(list[TicketDoc], await cursor.to_list())
         page = found[:limit]
         return page, (page[-1]["listing"] if len(found) > limit else None)
@@ -79,6 +95,8 @@ class Tickets:
         doc, changed = await self.outbox.change(
             ticket_id, lambda read: decide(_ticket(read)), field="rev"
         )
+        if changed:
+            self.pages.changed()
         return _ticket(doc), changed
 
     async def list_unlisted(self) -> int:
@@ -98,6 +116,7 @@ class Tickets:
                 for doc in batch
             ]
             await self.collection.bulk_write(writes, ordered=False)
+            self.pages.changed()
             listed, last = listed + len(batch), batch[-1]["_id"]
         return listed
 
