@@ -18,7 +18,9 @@ from ticketing_common.settings import NatsSettings
 from .deploy import (
     ADDRESS_VARS,
     DATASTORES,
+    DB_SERVICES,
     DEPLOY_MD,
+    EVENT_USERS,
     FAKE_SECRET,
     REAL_SECRET,
     REQUIRED_ENV,
@@ -39,6 +41,17 @@ K8S_SECRETS = {
     "stripe-secret": "STRIPE_KEY",
     "stripe-webhook-secret": "STRIPE_WEBHOOK_SECRET",
 }
+# The datastores' credentials: Secret -> its keys (prod adds each MongoDB's replica-set keyfile).
+DATASTORE_SECRETS = {
+    **{f"{s}-mongo-auth": {"username", "password"} for s in DB_SERVICES},
+    "nats-auth": set(EVENT_USERS),
+    "redis-auth": {"password"},
+}
+# Replicas of each datastore: a replica set or cluster of three in prod, one server in dev.
+DATASTORE_REPLICAS = {
+    "dev": dict.fromkeys(DATASTORES, 1),
+    "prod": {**dict.fromkeys(DATASTORES, 3), "redis": 1},
+}
 
 
 def containers(workload: Doc) -> list[Doc]:
@@ -48,6 +61,41 @@ def containers(workload: Doc) -> list[Doc]:
 
 def env_of(container: Doc) -> dict[str, Doc]:
     return {e["name"]: e for e in container.get("env", [])}
+
+
+def config_map(overlay: str, name: str) -> dict[str, str]:
+    """The data of a ConfigMap, by its name without the generator's hash suffix."""
+    (found,) = (d for n, d in objects(overlay, "ConfigMap").items() if n.rsplit("-", 1)[0] == name)
+    data: dict[str, str] = found["data"]
+    return data
+
+
+def secret_ref(name: str, key: str) -> str:
+    """What stands for a Secret's value in `resolved_env`."""
+    return f"<secret {name.rsplit('-', 1)[0] if name not in SECRET_NAMES else name} {key}>"
+
+
+def resolved_env(overlay: str, container: Doc) -> dict[str, str]:
+    """The container's environment as the kubelet builds it: ConfigMap keys read, `$(NAME)` of an
+    earlier variable filled in, `$$` as `$`; a Secret's value stands as `<secret NAME KEY>` and a
+    field as `<field PATH>`."""
+    values: dict[str, str] = {}
+    for entry in container.get("env", []):
+        source = entry.get("valueFrom", {})
+        if "value" in entry:
+            value = re.sub(
+                r"\$\$|\$\((\w+)\)",
+                lambda m: "$" if m[0] == "$$" else values.get(m[1], m[0]),
+                entry["value"],
+            )
+        elif ref := source.get("configMapKeyRef"):
+            value = config_map(overlay, ref["name"].rsplit("-", 1)[0])[ref["key"]]
+        elif ref := source.get("secretKeyRef"):
+            value = secret_ref(ref["name"], ref["key"])
+        else:
+            value = f"<field {source['fieldRef']['fieldPath']}>"
+        values[entry["name"]] = value
+    return values
 
 
 @pytest.mark.parametrize("overlay", ["dev", "prod"])
@@ -112,7 +160,6 @@ def test_every_pod_is_locked_down(overlay: str) -> None:
 def test_prod_runs_each_service_as_a_deployment_with_a_service(name: str) -> None:
     deployment = objects("prod", "Deployment")[name]
     service = objects("prod", "Service")[name]
-    assert deployment["spec"]["replicas"] >= 2
     labels = deployment["spec"]["template"]["metadata"]["labels"]
     assert deployment["spec"]["selector"]["matchLabels"].items() <= labels.items()
     assert service["spec"]["selector"].items() <= labels.items()
@@ -129,6 +176,22 @@ def test_prod_runs_each_service_as_a_deployment_with_a_service(name: str) -> Non
     spec = deployment["spec"]["template"]["spec"]
     assert spec["securityContext"]["runAsUser"] != 0
     assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    # Its autoscaler owns the replica count: two at least, and no count to reset on apply.
+    assert "replicas" not in deployment["spec"]
+    (hpa,) = (h for h in objects("prod", "HorizontalPodAutoscaler").values() if scales(h, name))
+    assert 2 <= hpa["spec"]["minReplicas"] < hpa["spec"]["maxReplicas"]
+
+
+def scales(hpa: Doc, deployment: str) -> bool:
+    target = hpa["spec"]["scaleTargetRef"]
+    return bool(target["kind"] == "Deployment" and target["name"] == deployment)
+
+
+def test_dev_runs_one_replica_of_each_service_and_no_autoscaler() -> None:
+    assert {
+        n: d["spec"]["replicas"] for n, d in objects("dev", "Deployment").items()
+    } == dict.fromkeys([*SERVICES, "fakestripe"], 1)
+    assert objects("dev", "HorizontalPodAutoscaler") == {}
 
 
 @pytest.mark.parametrize("overlay", ["dev", "prod"])
@@ -139,19 +202,28 @@ def test_k8s_services_get_their_settings(overlay: str, name: str) -> None:
     assert REQUIRED_ENV[name] <= set(env), REQUIRED_ENV[name] - set(env)
     for secret in SECRET_VALUE_NAMES:
         assert secret not in env, f"{name} carries {secret} in its environment"
-    config = next(iter(objects(overlay, "ConfigMap").values()))["data"]
+    resolved = resolved_env(overlay, container)
 
     def value(var: str) -> str:
-        ref = env[var].get("valueFrom", {}).get("configMapKeyRef")
-        return str(config[ref["key"]]) if ref else str(env[var]["value"])
+        return resolved[var]
 
     services = objects(overlay, "Service")
     for var in ADDRESS_VARS:
         if var in env:
-            host = re.match(r"^\w+://([^:/]+)", value(var))
-            assert host and host.group(1) in services, (var, value(var))
+            # A Service, or a pod of a StatefulSet by its name (<pod>.<headless Service>).
+            for host in re.findall(r"(?:^\w+://(?:[^@/]*@)?|,)([^:/,]+)", value(var)):
+                assert host.split(".")[-1] in services, (var, value(var))
     if "MONGO_URI" in env:
-        assert value("MONGO_URI") == f"mongodb://{name}-mongo:27017/{name}"
+        uri = value("MONGO_URI")
+        auth = f"<secret {name}-mongo-auth username>:<secret {name}-mongo-auth password>@"
+        assert uri.startswith(f"mongodb://{auth}") and f"/{name}?" in uri, uri
+        assert "authSource=admin" in uri and f"{name}-mongo" in uri, uri
+        if overlay == "dev":
+            assert uri == f"mongodb://{auth}{name}-mongo:27017/{name}?authSource=admin"
+    if "NATS_URL" in env:
+        assert value("NATS_URL") == f"nats://{name}:<secret nats-auth {name}>@nats:4222"
+    if "REDIS_URL" in env:
+        assert value("REDIS_URL") == "redis://:<secret redis-auth password>@redis:6379/0"
     mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
     volumes = {
         v["name"]: v
@@ -175,7 +247,7 @@ def test_k8s_services_get_their_settings(overlay: str, name: str) -> None:
 def test_prod_runs_each_datastore_as_a_statefulset_with_a_volume(name: str) -> None:
     statefulset = objects("prod", "StatefulSet")[name]
     spec = statefulset["spec"]
-    assert spec["replicas"] == 1
+    assert spec["replicas"] == DATASTORE_REPLICAS["prod"][name]
     (claim,) = spec["volumeClaimTemplates"]
     assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
     assert claim["spec"]["resources"]["requests"]["storage"]
@@ -190,20 +262,32 @@ def test_prod_runs_each_datastore_as_a_statefulset_with_a_volume(name: str) -> N
     assert image.split(":")[0] in {"mongo", "nats", "redis"}
     assert re.search(r":\d+\.\d+\.\d+", image), f"{image}: pin a patch version in prod"
     if name == "redis":
-        assert container["args"][container["args"].index("--appendonly") + 1] == "yes"
+        assert "--appendonly yes --dir /data" in container["args"][0]
     if name == "nats":
-        assert "-js" in container["args"]
-        assert container["args"][container["args"].index("-sd") + 1] == "/data"
+        conf = config_map("prod", "nats-config")["nats.conf"]
+        assert container["args"] == ["-c", "/etc/nats/nats.conf"]
+        assert re.search(r"(?m)^jetstream \{\s*store_dir: /data\s*\}", conf), "JetStream on /data"
+
+
+@pytest.mark.parametrize("overlay", ["dev", "prod"])
+def test_datastore_replicas(overlay: str) -> None:
+    statefulsets = objects(overlay, "StatefulSet")
+    assert {n: s["spec"]["replicas"] for n, s in statefulsets.items()} == DATASTORE_REPLICAS[
+        overlay
+    ]
 
 
 def secret_base(overlay: str, name: str) -> str:
     """The Secret's name without the hash suffix that secretGenerator adds in dev."""
-    return name.rsplit("-", 1)[0] if overlay == "dev" and name not in K8S_SECRETS else name
+    return name.rsplit("-", 1)[0] if overlay == "dev" and name not in SECRET_NAMES else name
+
+
+SECRET_NAMES = {*K8S_SECRETS, *DATASTORE_SECRETS}
 
 
 def stream_bytes(overlay: str, var: str) -> int:
     """The largest value any service of the overlay gives a stream limit (else the default)."""
-    config = next(iter(objects(overlay, "ConfigMap").values()))["data"]
+    config = config_map(overlay, "ticketing-config")
     values = [int(NatsSettings.model_fields[var.lower()].default)]
     for name in SERVICES:
         (container,) = containers(objects(overlay, "Deployment")[name])
@@ -226,9 +310,9 @@ def test_nats_volume_holds_the_streams_jetstream_reserves(overlay: str) -> None:
     reserved = stream_bytes(overlay, "NATS_STREAM_MAX_BYTES")
     reserved += stream_bytes(overlay, "NATS_DEAD_LETTER_MAX_BYTES")
     assert volume * 0.9 * 0.75 >= reserved, f"{size} is too small for {reserved} bytes of streams"
-    (container,) = containers(nats)
-    # A config file could set max_file_store instead: then check that value, not the volume.
-    assert "-c" not in container["args"] and "--config" not in container["args"]
+    # A max_file_store in the config would cap JetStream instead: then check that, not the volume.
+    conf = config_map(overlay, "nats-config")
+    assert not any(re.search(r"(?m)^\s*max_file_store", text) for text in conf.values())
 
 
 def test_prod_carries_no_secret_and_no_test_double() -> None:
@@ -243,11 +327,12 @@ def test_prod_carries_no_secret_and_no_test_double() -> None:
 def test_dev_secrets_are_obviously_fake_and_fakestripe_is_wired() -> None:
     secrets = objects("dev", "Secret")
     assert {secret_base("dev", n): set(s["data"]) for n, s in secrets.items()} == {
-        name: {key} for name, key in K8S_SECRETS.items()
+        **{name: {key} for name, key in K8S_SECRETS.items()},
+        **DATASTORE_SECRETS,
     }
     for secret in secrets.values():
-        for value in secret["data"].values():
-            assert FAKE_SECRET in base64.b64decode(value).decode()
+        for key, value in secret["data"].items():
+            assert key == "username" or FAKE_SECRET in base64.b64decode(value).decode(), key
     (payments,) = containers(objects("dev", "Deployment")["payments"])
     base = env_of(payments)["STRIPE_API_BASE"]["value"]
     host, port = re.match(r"http://([\w-]+):(\d+)$", base).groups()  # type: ignore[union-attr]
@@ -282,7 +367,7 @@ def test_dev_fakestripe_signs_webhooks_with_the_secret_payments_verifies() -> No
         for policy in objects("dev", "NetworkPolicy").values()
         if policy["spec"]["podSelector"].get("matchLabels", {}).get("app.kubernetes.io/name")
         == "payments"
-        for rule in policy["spec"]["ingress"]
+        for rule in policy["spec"].get("ingress", [])
         if {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "fakestripe"}}}
         in rule["from"]
     ]
@@ -297,7 +382,7 @@ def test_every_referenced_secret_and_config_map_exists_or_is_documented(overlay:
     """Refs resolve inside the overlay, except the secrets an operator creates by hand."""
     rendered_secrets = set(objects(overlay, "Secret"))
     config_maps = set(objects(overlay, "ConfigMap"))
-    external = set(K8S_SECRETS) if overlay == "prod" else set()
+    external = SECRET_NAMES if overlay == "prod" else set()
     docs = DEPLOY_MD.read_text()
     for name, spec in pod_specs(overlay):
         for volume in spec.get("volumes", []):
