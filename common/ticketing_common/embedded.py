@@ -60,13 +60,41 @@ def binary(name: str) -> str:
     raise FileNotFoundError(f"{name} is not installed; run `make` to bootstrap the environment")
 
 
+def listening_inodes(port: int) -> set[int]:
+    """The inodes of the TCP sockets listening on `port` (Linux: /proc/net/tcp and tcp6)."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                local, state, inode = fields[1], fields[3], fields[9]
+                if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:
+                    found.add(int(inode))
+    return found
+
+
+def listens(pid: int, port: int) -> bool:
+    """Whether process `pid` itself listens on `port`: another server that took the port first
+    answers connections just as well."""
+    inodes = listening_inodes(port)
+    with contextlib.suppress(OSError):
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            with contextlib.suppress(OSError):
+                link = os.readlink(fd)
+                if link.startswith("socket:[") and int(link[8:-1]) in inodes:
+                    return True
+    return False
+
+
 def wait_for_port(port: int, process: subprocess.Popen[bytes], name: str, timeout: float) -> None:
+    """Wait until `process` listens on `port` and answers there; raise if it exits first."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"{name} exited with code {process.returncode} while starting")
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-            return
+            if listens(process.pid, port):
+                return
         time.sleep(0.02)
     raise TimeoutError(f"{name} did not open port {port} within {timeout:.0f}s")
 

@@ -307,7 +307,14 @@ class Stack:
             return server.process, pump
 
         try:
-            process, pump = launch(False)
+            try:
+                process, pump = launch(False)
+            except RuntimeError:
+                if port_is_free(port):
+                    raise
+                # Another stack's server took the port between the probe and the bind.
+                port = self._ports.take()
+                process, pump = launch(True)
         except (RuntimeError, TimeoutError) as exc:
             raise StackError(f"{name}: {exc}; its log ends with:\n{logs.tail(path)}") from None
         return self._add(Part(name, "server", process, port, url, path, pump, launch=launch))
