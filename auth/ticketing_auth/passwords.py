@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -15,6 +16,7 @@ from pwdlib.hashers.argon2 import Argon2Hasher
 from ticketing_auth.capacity import hash_slots, memory_limit_bytes, read_memory_limit
 from ticketing_auth.settings import Settings
 from ticketing_common.errors import ServiceUnavailableError
+from ticketing_common.metrics import Metrics
 
 T = TypeVar("T")
 log = logging.getLogger("ticketing.auth.passwords")
@@ -81,7 +83,8 @@ def pool_for(settings: Settings, limit_text: str | None) -> HashPool:
 class Passwords:
     """Hashing and verifying with the configured Argon2 cost, through the bounded pool."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
+        self._seconds = (metrics or Metrics()).argon2_seconds
         self._hasher = PasswordHash(
             (
                 Argon2Hasher(
@@ -96,10 +99,20 @@ class Passwords:
         self._decoy = self._hasher.hash("decoy password")
 
     async def hash(self, password: str) -> str:
-        return await self.pool.run(functools.partial(self._hasher.hash, password))
+        hashing = functools.partial(self._timed, "hash", self._hasher.hash, password)
+        return await self.pool.run(hashing)
 
     async def verify(self, password: str, password_hash: str | None) -> bool:
-        ok = await self.pool.run(
-            functools.partial(self._hasher.verify, password, password_hash or self._decoy)
-        )
+        against = password_hash or self._decoy
+        verifying = functools.partial(self._timed, "verify", self._hasher.verify, password, against)
+        ok = await self.pool.run(verifying)
         return ok and password_hash is not None
+
+    def _timed(self, operation: str, work: Callable[..., T], *args: str) -> T:
+        """Run one hash or verify, timed in its worker thread: the wait for a slot is not
+        part of its cost."""
+        start = time.perf_counter()
+        try:
+            return work(*args)
+        finally:
+            self._seconds.labels(operation).observe(time.perf_counter() - start)

@@ -102,4 +102,5 @@ class Accounts:
         limit = SigninLimit(
             settings.signin_max_failures, timedelta(seconds=settings.signin_window_seconds)
         )
-        return cls(Users(runtime.db), SigninFailures(runtime.db), limit, Passwords(settings))
+        passwords = Passwords(settings, runtime.metrics)
+        return cls(Users(runtime.db), SigninFailures(runtime.db), limit, passwords)

@@ -22,13 +22,18 @@ class HttpMiddleware:
 
 
 class TrackedSend:
-    """`send`, noting whether the response has begun: after that, an error can no longer be
-    answered with an error body, only raised."""
+    """`send`, noting whether the response has begun (after that, an error can no longer be
+    answered with an error body, only raised) and with which status."""
 
     def __init__(self, send: Send) -> None:
         self.send = send
-        self.started = False
+        self.status: int | None = None
+
+    @property
+    def started(self) -> bool:
+        return self.status is not None
 
     async def __call__(self, message: Message) -> None:
-        self.started = self.started or message["type"] == "http.response.start"
+        if message["type"] == "http.response.start":
+            self.status = int(message["status"])
         await self.send(message)

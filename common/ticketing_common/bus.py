@@ -16,6 +16,7 @@ from nats.js.api import PubAck, StorageType, StreamConfig
 from nats.js.errors import NotFoundError as StreamNotFoundError
 
 from ticketing_common.events import STREAM_SUBJECTS
+from ticketing_common.metrics import Metrics
 
 log = logging.getLogger("ticketing.bus")
 
@@ -42,15 +43,29 @@ async def _quiet(exc: Exception) -> None:
 class EventBus:
     """A NATS connection with JetStream, sure of its streams."""
 
-    def __init__(self, nc: NATS, stream: str, limits: StreamLimits | None = None) -> None:
+    def __init__(
+        self,
+        nc: NATS,
+        stream: str,
+        limits: StreamLimits | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
         self.nc = nc
         self.js: JetStreamContext = nc.jetstream()
         self.stream = stream
         self.limits = limits or StreamLimits()
+        # The app's metrics, counting what it publishes; a bus of its own (a tool's) keeps its own.
+        self.metrics = metrics or Metrics()
 
     @classmethod
     async def connect(
-        cls, url: str, *, name: str, stream: str, limits: StreamLimits | None = None
+        cls,
+        url: str,
+        *,
+        name: str,
+        stream: str,
+        limits: StreamLimits | None = None,
+        metrics: Metrics | None = None,
     ) -> EventBus:
         nc = await nats.connect(
             url,
@@ -60,7 +75,7 @@ class EventBus:
             max_reconnect_attempts=-1,
             connect_timeout=3,
         )
-        bus = cls(nc, stream, limits)
+        bus = cls(nc, stream, limits, metrics)
         await bus.ensure_streams()
         return bus
 
@@ -115,9 +130,12 @@ class EventBus:
         """Publish once per `msg_id`: retried with the same id, so JetStream drops repeats."""
         for attempt in range(1, attempts + 1):
             try:
-                return await self.js.publish(
+                ack = await self.js.publish(
                     subject, data, timeout=2, headers={**(headers or {}), "Nats-Msg-Id": msg_id}
                 )
+                if not ack.duplicate:
+                    self.metrics.events_published.labels(subject).inc()
+                return ack
             except (NatsTimeoutError, NoRespondersError):
                 if attempt == attempts:
                     raise

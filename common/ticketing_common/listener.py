@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from ticketing_common.bus import DEAD_LETTER_PREFIX, EventBus
 from ticketing_common.events import Event
+from ticketing_common.metrics import Metrics
 from ticketing_common.runtime import Runtime
 from ticketing_common.settings import NatsSettings
 
@@ -26,6 +27,8 @@ log = logging.getLogger("ticketing.listener")
 
 # How long one fetch waits for messages; also how long a stop may wait for the fetch in flight.
 FETCH_SECONDS = 0.5
+# How long a scrape waits for JetStream to tell a consumer's lag.
+LAG_READ_SECONDS = 0.5
 
 E = TypeVar("E", bound=Event)
 
@@ -61,6 +64,7 @@ class Listener(Generic[E]):
         self.apply: Callable[[E], Awaitable[None]] = apply
         self.key: Callable[[E], str] = key
         self.bus: EventBus = runtime.bus
+        self.metrics: Metrics = runtime.metrics
         self.service: str = runtime.settings.service_name
         self.ack_wait: float = settings.listener_ack_wait_seconds
         self.max_deliver: int = settings.listener_max_deliver
@@ -189,6 +193,8 @@ class Listener(Generic[E]):
 
     async def _process(self, msg: Msg, event: E) -> None:
         deliveries = _deliveries(msg)
+        if deliveries > 1:
+            self.metrics.events_redelivered.labels(msg.subject).inc()
         try:
             await self.apply(event)
         except Exception as exc:
@@ -203,6 +209,22 @@ class Listener(Generic[E]):
             await msg.nak(delay=min(self.backoff * 2 ** (deliveries - 1), 10.0))
             return
         await msg.ack()
+        self.metrics.events_applied.labels(msg.subject).inc()
+
+    async def read_lag(self) -> None:
+        """Set this durable's pending and ack-pending gauges from JetStream (one request); when
+        it does not answer, the durable has no value: its lag is unknown, not what it was."""
+        pending, ack_pending = self.metrics.consumer_pending, self.metrics.consumer_ack_pending
+        try:
+            info = await self.bus.js.consumer_info(
+                self.bus.stream, self.durable, timeout=LAG_READ_SECONDS
+            )
+        except Exception:
+            pending.remove(self.durable)
+            ack_pending.remove(self.durable)
+            raise
+        pending.labels(self.durable).set(info.num_pending or 0)
+        ack_pending.labels(self.durable).set(info.num_ack_pending or 0)
 
     async def _dead_letter(self, msg: Msg, error: str, deliveries: int) -> None:
         record = {
@@ -222,6 +244,7 @@ class Listener(Generic[E]):
             f"dead:{self.durable}:{record['streamSeq']}",
         )
         await msg.term()
+        self.metrics.events_dead_lettered.labels(msg.subject).inc()
 
 
 def _deliveries(msg: Msg) -> int:

@@ -29,6 +29,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 
 from ticketing_common.bus import EventBus
 from ticketing_common.events import Event
+from ticketing_common.metrics import Metrics
 from ticketing_common.moments import now_ms
 from ticketing_common.mongo import Decide, Document, Index, change_versioned
 from ticketing_common.periodic import Every
@@ -37,7 +38,7 @@ log = logging.getLogger("ticketing.outbox")
 
 # Every collection with an outbox carries this index: the sweep reads only pending documents.
 OUTBOX_INDEX = Index([("outboxAt", 1)], sparse=True)
-PROJECTION = {"outbox": 1, "outboxRev": 1}
+PROJECTION = {"outbox": 1, "outboxRev": 1, "outboxAt": 1}
 
 
 def _entries(events: Sequence[Event], rev: int) -> dict[str, Document]:
@@ -125,8 +126,10 @@ class OutboxRelay:
         grace_seconds: float | None = None,
         concurrency: int = 128,
         flush_at: int = 1000,
+        metrics: Metrics | None = None,
     ) -> None:
         self.bus = bus
+        self.metrics = metrics or Metrics()
         self.collections = list(collections)
         self.sweep_seconds = sweep_seconds
         # A pending event younger than this is its writer's to publish; the sweep leaves it.
@@ -213,9 +216,19 @@ class OutboxRelay:
         for collection in self.collections:
             query = {"outboxAt": {"$gt": 0, "$lte": cutoff}}
             docs = await collection.find(query, PROJECTION).to_list()
+            self._measure(collection, docs)  # before publishing: an outage shows too
             counts = await asyncio.gather(*(self.publish_doc(collection, d) for d in docs))
             sent += sum(counts)
         return sent
+
+    def _measure(self, collection: AsyncCollection[Document], docs: list[Document]) -> None:
+        """The collection's outbox gauges, from the documents the sweep read (no read of its
+        own): how many events they hold, and how long the oldest has waited."""
+        events = sum(len(doc.get("outbox") or {}) for doc in docs)
+        oldest = min((int(doc["outboxAt"]) for doc in docs if doc.get("outboxAt")), default=None)
+        age = 0.0 if oldest is None else max(0, now_ms() - oldest) / 1000
+        self.metrics.outbox_pending.labels(collection.name).set(events)
+        self.metrics.outbox_oldest_age.labels(collection.name).set(age)
 
     async def drain(self) -> None:
         """Wait for the events handed over so far to be published (or given up to the sweep),

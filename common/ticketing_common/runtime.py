@@ -11,6 +11,7 @@ from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
 from ticketing_common.bus import EventBus
+from ticketing_common.metrics import Metrics
 from ticketing_common.mongo import Document, database
 from ticketing_common.outbox import OutboxRelay
 from ticketing_common.periodic import Every
@@ -33,6 +34,9 @@ class Runtime:
     context: Any = None
     # What its resources opened (a Stripe client, a job scheduler), one per type.
     parts: dict[type, object] = field(default_factory=dict)
+    # Its app's metric families; `gauges` refresh those read only when scraped (consumer lag).
+    metrics: Metrics = field(default_factory=Metrics)
+    gauges: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     def provide(self, part: object) -> None:
         self.parts[type(part)] = part
@@ -58,6 +62,10 @@ class Runtime:
             checks.insert(0, self._ping_mongo)
         answers = await asyncio.gather(*(_within(check) for check in checks))
         return all(answers)
+
+    async def measure(self) -> None:
+        """Refresh the gauges read at the scrape, all at once (each bounds its own wait)."""
+        await asyncio.gather(*(read() for read in self.gauges), return_exceptions=True)
 
     async def _ping_mongo(self) -> bool:
         assert self.mongo is not None

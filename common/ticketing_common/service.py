@@ -11,7 +11,8 @@ from typing import Any, Generic, TypeVar
 
 import uvicorn
 from fastapi import APIRouter, FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import ConfigurationError
 from starlette.types import Lifespan
@@ -22,6 +23,7 @@ from ticketing_common.events import Event
 from ticketing_common.handlers import Handler, Handlers
 from ticketing_common.listener import Listener
 from ticketing_common.logs import RequestContextMiddleware, configure_logging
+from ticketing_common.metrics import Metrics, MetricsMiddleware
 from ticketing_common.mongo import Document, Index, connect, ensure_indexes
 from ticketing_common.outbox import OUTBOX_INDEX, OutboxRelay
 from ticketing_common.runtime import Periodic, Runtime
@@ -62,6 +64,7 @@ async def get_db(request: Request) -> AsyncDatabase[Document]:
     return (await get_runtime(request)).db
 
 
+# The service's own endpoints (probes, metrics), on its port: the ingress does not route them.
 health = APIRouter(include_in_schema=False)
 
 
@@ -77,6 +80,16 @@ async def readyz(request: Request) -> JSONResponse:
         return JSONResponse({"status": "ready"})
     failed: JSONResponse = error_response(503, [error_item("Service unavailable")])
     return failed
+
+
+@health.get("/metrics")
+async def metrics(request: Request) -> Response:
+    """The app's metrics in the Prometheus text format, the gauges read on demand first."""
+    runtime: Runtime | None = getattr(request.app.state, "runtime", None)
+    if runtime is not None:
+        await runtime.measure()
+    served: Metrics = request.app.state.metrics
+    return Response(served.exposition(), media_type=CONTENT_TYPE_LATEST)
 
 
 def service_app(
@@ -105,6 +118,9 @@ def service_app(
     app.state.settings = settings
     install_error_handlers(app, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContextMiddleware)
+    # Outermost, so every answer is counted (errors and refusals too) by the route it reached.
+    app.state.metrics = Metrics()
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     for router in routers:
         app.include_router(router, prefix=api_prefix or "")
     app.include_router(health)
@@ -191,7 +207,7 @@ class Service(Generic[S, C]):
 async def run_service(service: Service[S, C], app: FastAPI, settings: S) -> AsyncIterator[Runtime]:
     """Connect what the settings name, open the resources, start relay, listeners and timers;
     undo it all gracefully, in reverse."""
-    runtime = Runtime(settings)
+    runtime = Runtime(settings, metrics=app.state.metrics)
     started: list[Listener[Any]] = []
     timers = [p.timer(runtime) for p in service.periodic]
     timeout = settings.startup_timeout_seconds
@@ -211,6 +227,7 @@ async def run_service(service: Service[S, C], app: FastAPI, settings: S) -> Asyn
                         name=settings.service_name,
                         stream=settings.nats_stream,
                         limits=settings.stream_limits(),
+                        metrics=runtime.metrics,
                     ),
                     timeout,
                 )
@@ -219,6 +236,7 @@ async def run_service(service: Service[S, C], app: FastAPI, settings: S) -> Asyn
                         runtime.bus,
                         [runtime.db[name] for name in service.outbox],
                         sweep_seconds=settings.outbox_sweep_seconds,
+                        metrics=runtime.metrics,
                     )
                     await runtime.relay.start()
             for resource in service.resources:
@@ -229,6 +247,7 @@ async def run_service(service: Service[S, C], app: FastAPI, settings: S) -> Asyn
                 listener = _listener(runtime, event_type, handler)
                 await listener.start()
                 started.append(listener)
+                runtime.gauges.append(listener.read_lag)
             for timer in timers:
                 timer.start()
             app.state.runtime = runtime

@@ -37,6 +37,8 @@ import pytest
 from bson import ObjectId
 from fastapi import FastAPI
 from nats.js.errors import NotFoundError as StreamNotFoundError
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 from pymongo import MongoClient, monitoring
 from pymongo.asynchronous.database import AsyncDatabase
 
@@ -370,3 +372,33 @@ async def answers_ready(url: str) -> bool:
             return (await http.get(f"{url}/readyz")).status_code == 200
         except httpx.TransportError:
             return False
+
+
+@dataclass(frozen=True)
+class Scrape:
+    """One scrape of a service's /metrics, as Prometheus reads it: family names and samples."""
+
+    families: frozenset[str]
+    samples: tuple[Sample, ...]
+
+    def value(self, name: str, **labels: str) -> float:
+        """The sum of the samples `name` whose labels include `labels` (0 when there is none)."""
+        return sum(
+            s.value
+            for s in self.samples
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
+        )
+
+    def labels(self, name: str, label: str) -> set[str]:
+        """The values of `label` among the samples `name`."""
+        return {s.labels[label] for s in self.samples if s.name == name and label in s.labels}
+
+
+async def scrape(http: httpx.AsyncClient) -> Scrape:
+    """GET /metrics of the service `http` talks to, parsed (it must answer 200, text format)."""
+    response = await http.get("/metrics")
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("text/plain")
+    families = list(text_string_to_metric_families(response.text))
+    samples = tuple(sample for family in families for sample in family.samples)
+    return Scrape(frozenset(family.name for family in families), samples)

@@ -18,6 +18,7 @@ from arq.worker import Function, func
 
 from ticketing_common.bus import EventBus
 from ticketing_common.events import ExpirationComplete
+from ticketing_common.metrics import Metrics
 from ticketing_expiration.settings import Settings
 
 log = logging.getLogger("ticketing.expiration.jobs")
@@ -41,6 +42,13 @@ async def expire_order(ctx: dict[str, Any], order_id: str) -> None:
         delay = min(0.5 * 2 ** (tries - 1), float(ctx.get("retry_max_seconds", 30.0)))
         log.warning("expiration of %s not published (try %d): %r", order_id, tries, exc)
         raise Retry(defer=delay) from exc
+    # arq's `score`: when this try was due, epoch ms (`expiresAt` for the first; a retry's is
+    # the end of its back-off). A job called outside a worker has none.
+    due_ms = ctx.get("score")
+    if due_ms is not None:
+        metrics: Metrics = ctx["metrics"]
+        late = max(0.0, datetime.now(UTC).timestamp() - due_ms / 1000)
+        metrics.expiration_lateness.labels(str(event.subject)).observe(late)
 
 
 def job_functions(settings: Settings) -> list[Function]:

@@ -38,7 +38,7 @@ async def job_runner(runtime: Runtime) -> AsyncIterator[None]:
     It stops before the bus closes: a job in progress still publishes."""
     assert runtime.bus is not None
     pool = runtime.get(ArqRedis)
-    runner = JobRunner(pool, runtime.bus, _settings(runtime))
+    runner = JobRunner(pool, runtime.bus, _settings(runtime), runtime.metrics)
     runtime.provide(runner)
 
     async def worker_ready() -> bool:

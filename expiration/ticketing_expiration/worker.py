@@ -10,6 +10,7 @@ from arq.connections import ArqRedis
 from arq.worker import Worker
 
 from ticketing_common.bus import EventBus
+from ticketing_common.metrics import Metrics
 from ticketing_expiration.jobs import job_functions
 from ticketing_expiration.settings import Settings
 
@@ -19,10 +20,11 @@ log = logging.getLogger("ticketing.expiration.worker")
 class JobRunner:
     """Runs due jobs. arq's poll loop ends at the first Redis error, so it is restarted here."""
 
-    def __init__(self, pool: ArqRedis, bus: EventBus, settings: Settings) -> None:
+    def __init__(self, pool: ArqRedis, bus: EventBus, settings: Settings, metrics: Metrics) -> None:
         self.pool = pool
         self.bus = bus
         self.settings = settings
+        self.metrics = metrics
         self.worker: Worker | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -38,7 +40,11 @@ class JobRunner:
             keep_result=s.job_keep_result_seconds,
             job_timeout=s.job_timeout_seconds,
             max_jobs=s.max_concurrent_jobs,
-            ctx={"bus": self.bus, "retry_max_seconds": s.job_retry_max_seconds},
+            ctx={
+                "bus": self.bus,
+                "metrics": self.metrics,
+                "retry_max_seconds": s.job_retry_max_seconds,
+            },
         )
 
     async def _run(self) -> None:

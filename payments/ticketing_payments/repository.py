@@ -17,6 +17,7 @@ from pymongo.errors import DuplicateKeyError
 
 from ticketing_common.errors import NotFoundError
 from ticketing_common.events import OrderCancelled, OrderCreated, OrderStatus
+from ticketing_common.metrics import Metrics
 from ticketing_common.moments import epoch_ms, now_ms
 from ticketing_common.mongo import Document, Index, Update, object_id
 from ticketing_common.outbox import Outbox, OutboxRelay
@@ -52,6 +53,8 @@ INDEXES = {
 
 # A decision of `domain`: the update of the order as read, or None (nothing to do).
 Decision = Callable[[Order | None], Update | None]
+# What becomes of a payment, as counted: Stripe charged it, refused it, gave it back.
+OUTCOMES = ("succeeded", "declined", "refunded")
 
 
 def as_order(doc: Document | None) -> Order | None:
@@ -67,9 +70,17 @@ def as_document(order: Order | None) -> Document | None:
 class OrderReplicas:
     """The orders collection: each order as its events made it, with its payments."""
 
-    def __init__(self, db: AsyncDatabase[Document], relay: OutboxRelay | None = None) -> None:
+    def __init__(
+        self,
+        db: AsyncDatabase[Document],
+        relay: OutboxRelay | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
         self.outbox = Outbox(db[ORDERS], relay)
         self.collection = self.outbox.collection
+        self.payments = (metrics or Metrics()).payments
+        for outcome in OUTCOMES:  # each served from the start, at 0
+            self.payments.labels(outcome)
 
     async def get(self, order_id: str) -> Order | None:
         oid = object_id(order_id)
@@ -151,12 +162,17 @@ class OrderReplicas:
         """Record the charge: kept for the order if it may keep it, else due for a refund."""
         now = datetime.now(UTC)
         return await self._change(
-            order_id, lambda d: settle_update(d, slot, stripe_id, now), read=read
+            order_id,
+            lambda d: settle_update(d, slot, stripe_id, now),
+            read=read,
+            counted="succeeded",
         )
 
     async def fail(self, order_id: str, slot: str, stripe_id: str | None, message: str) -> Order:
         now = datetime.now(UTC)
-        return await self._change(order_id, lambda d: fail_update(d, slot, stripe_id, message, now))
+        return await self._change(
+            order_id, lambda d: fail_update(d, slot, stripe_id, message, now), counted="declined"
+        )
 
     async def mark_refund_due(self, order_id: str, slot: str, reason: str) -> Attempt | None:
         """The payment, due for a refund now; None when it is not a succeeded one."""
@@ -168,6 +184,8 @@ class OrderReplicas:
         """Succeeded becomes refunded, with `payment:refunded`; True if this call changed it."""
         now = datetime.now(UTC)
         _, changed = await self._apply(ObjectId(order_id), lambda d: refunded_update(d, slot, now))
+        if changed:
+            self.payments.labels("refunded").inc()
         return changed
 
     async def _apply(
@@ -179,9 +197,19 @@ class OrderReplicas:
         )
         return as_order(doc), changed
 
-    async def _change(self, order_id: str, decide: Decision, read: Order | None = None) -> Order:
-        order, _ = await self._apply(ObjectId(order_id), decide, read=read)
+    async def _change(
+        self,
+        order_id: str,
+        decide: Decision,
+        read: Order | None = None,
+        counted: str | None = None,
+    ) -> Order:
+        """The order after `decide`'s write; the payment outcome `counted` is counted once, by
+        the call whose write recorded it (a repeat, a webhook or the reconciler finds it done)."""
+        order, changed = await self._apply(ObjectId(order_id), decide, read=read)
         assert order is not None, "orders are never deleted"
+        if changed and counted is not None:
+            self.payments.labels(counted).inc()
         return order
 
     # --- what the reconciler repairs ----------------------------------------------------------

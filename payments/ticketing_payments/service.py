@@ -38,7 +38,7 @@ async def upgraded_storage(runtime: Runtime) -> AsyncIterator[None]:
 
 
 def _settlement(runtime: Runtime) -> Settlement:
-    return Settlement(runtime.db, runtime.relay, runtime.get(StripeGateway))
+    return Settlement(runtime.db, runtime.relay, runtime.get(StripeGateway), runtime.metrics)
 
 
 SERVICE: Service[Settings, Settlement] = Service(

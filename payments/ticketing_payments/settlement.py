@@ -15,6 +15,7 @@ from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
 
+from ticketing_common.metrics import Metrics
 from ticketing_common.mongo import Document
 from ticketing_common.outbox import OutboxRelay
 from ticketing_payments.domain import (
@@ -37,9 +38,13 @@ log = logging.getLogger("ticketing.payments")
 
 class Settlement:
     def __init__(
-        self, db: AsyncDatabase[Document], relay: OutboxRelay | None, gateway: StripeGateway
+        self,
+        db: AsyncDatabase[Document],
+        relay: OutboxRelay | None,
+        gateway: StripeGateway,
+        metrics: Metrics | None = None,
     ) -> None:
-        self.orders = OrderReplicas(db, relay)
+        self.orders = OrderReplicas(db, relay, metrics)
         self.webhook_events = WebhookEvents(db)
         self.gateway = gateway
 

@@ -49,6 +49,7 @@ HOP_BY_HOP = frozenset(
 UNAVAILABLE = {"errors": [{"message": "Service unavailable"}]}
 TOO_LARGE = {"errors": [{"message": "Request body too large"}]}
 TOO_MANY = {"errors": [{"message": "Too many requests"}]}
+NOT_FOUND = {"errors": [{"message": "Not Found"}]}
 # What the production ingresses limit per client address (infra/nginx, infra/k8s).
 SIGNIN_PATHS = frozenset({"/api/users/signin", "/api/users/signup"})
 DEFAULT_MAX_BODY_BYTES = 1 << 20  # as the services' MAX_BODY_BYTES
@@ -183,7 +184,14 @@ def refusal(request: web.Request) -> web.Response | None:
     return None
 
 
+def internal(path: str) -> bool:
+    """A service's own metrics stay on its port: never reachable through the ingress."""
+    return path == "/metrics" or path.startswith("/metrics/")
+
+
 async def proxy(request: web.Request) -> web.StreamResponse:
+    if internal(request.path):
+        return web.json_response(NOT_FOUND, status=404)
     routes = request.app[ROUTES]
     base = route(routes, request.path)
     if base is None:
