@@ -34,6 +34,7 @@ class StreamLimits:
     duplicate_window_seconds: float = 3600.0
     dead_letter_max_age_seconds: float = 30 * DAY
     dead_letter_max_bytes: int = 256 << 20
+    replicas: int = 1  # copies of each stream in a NATS cluster (3 in production)
 
 
 async def _quiet(exc: Exception) -> None:
@@ -90,6 +91,7 @@ class EventBus:
                 max_age=limits.max_age_seconds,
                 max_bytes=limits.max_bytes,
                 duplicate_window=min(window, limits.max_age_seconds),
+                num_replicas=limits.replicas,
             ),
             StreamConfig(
                 name=DEAD_LETTER_STREAM,
@@ -98,6 +100,7 @@ class EventBus:
                 max_age=limits.dead_letter_max_age_seconds,
                 max_bytes=limits.dead_letter_max_bytes,
                 duplicate_window=min(window, limits.dead_letter_max_age_seconds),
+                num_replicas=limits.replicas,
             ),
         ]
 
@@ -154,6 +157,7 @@ def _drifted(current: StreamConfig, wanted: StreamConfig) -> bool:
     return (
         sorted(current.subjects or []) != sorted(wanted.subjects or [])
         or current.max_bytes != wanted.max_bytes
+        or (current.num_replicas or 1) != (wanted.num_replicas or 1)
         or not close(current.max_age, wanted.max_age)
         or not close(current.duplicate_window, wanted.duplicate_window)
     )

@@ -60,6 +60,8 @@ class NatsSettings(BaseSettings):
     nats_duplicate_window_seconds: float = 3600
     nats_dead_letter_max_age_seconds: float = 30 * 86400
     nats_dead_letter_max_bytes: int = 256 << 20
+    # Copies of each stream: 3 on a three-server JetStream cluster (the Kubernetes prod overlay).
+    nats_stream_replicas: int = Field(default=1, ge=1, le=5)
     listener_ack_wait_seconds: float = 5.0
     listener_max_deliver: int = 10
     listener_backoff_seconds: float = 0.2
@@ -75,6 +77,7 @@ class NatsSettings(BaseSettings):
             duplicate_window_seconds=self.nats_duplicate_window_seconds,
             dead_letter_max_age_seconds=self.nats_dead_letter_max_age_seconds,
             dead_letter_max_bytes=self.nats_dead_letter_max_bytes,
+            replicas=self.nats_stream_replicas,
         )
 
 

@@ -20,7 +20,6 @@ from urllib.parse import parse_qs
 import pytest
 
 from ticketing_common import embedded
-from ticketing_common.settings import NatsSettings
 
 from .deploy import (
     DATASTORE_USERS,
@@ -595,15 +594,6 @@ def test_streams_are_replicated_on_every_nats_server(overlay: str) -> None:
     for user in EVENT_USERS:
         (container,) = containers(objects(overlay, "Deployment")[user])
         assert resolved_env(overlay, container)["NATS_STREAM_REPLICAS"] == str(replicas), user
-
-
-@pytest.mark.xfail(
-    "nats_stream_replicas" not in NatsSettings.model_fields,
-    reason="the services do not read NATS_STREAM_REPLICAS yet (NatsSettings, bus.StreamLimits)",
-    strict=True,
-)
-def test_the_services_read_the_stream_replicas() -> None:
-    assert "nats_stream_replicas" in NatsSettings.model_fields
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
