@@ -335,6 +335,9 @@ def objects(overlay: str, kind: str) -> dict[str, Doc]:
 # The Ingress that routes by prefix, and the one that limits sign-ins and sign-ups.
 MAIN_INGRESS = "ticketing"
 SIGNIN_INGRESS = "ticketing-signin"
+INTERNAL_INGRESS = "ticketing-internal"
+# A pod's own endpoints: for the kubelet and Prometheus on its port, never through an ingress.
+INTERNAL_PATHS = ("/metrics", "/healthz", "/readyz")
 
 
 def ingress_paths(ingress: Doc) -> dict[str, tuple[str, str, str]]:

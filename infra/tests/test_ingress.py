@@ -8,8 +8,11 @@ import pytest
 
 from .deploy import (
     API_ROUTES,
+    INTERNAL_INGRESS,
+    INTERNAL_PATHS,
     NGINX_CONF,
     WEBHOOK_PATH,
+    ingress_paths,
     ingress_routes,
     nginx_locations,
     objects,
@@ -24,8 +27,8 @@ def test_nginx_routes_as_the_spec() -> None:
     assert routes["/"] == "client:3000"
     webhook = max((p for p in routes if WEBHOOK_PATH.startswith(p)), key=len)
     assert routes[webhook] == "payments:3000", "Stripe's webhooks go to payments"
-    assert routes["/healthz"] == "return 404"
-    assert routes["/readyz"] == "return 404"
+    for path in INTERNAL_PATHS:
+        assert routes[path] == "return 404", path
     text = NGINX_CONF.read_text()
     assert "resolver 127.0.0.11" in text, "names must resolve through Swarm's DNS"
     healthcheck = " ".join(stack_services()["ingress"]["healthcheck"]["test"])
@@ -52,3 +55,22 @@ def test_prod_ingress_terminates_tls_with_cert_manager() -> None:
     (tls,) = ingress["spec"]["tls"]
     assert tls["hosts"] == ["ticketing.example.com"]
     assert tls["secretName"]
+
+
+@pytest.mark.parametrize("overlay", ["dev", "prod"])
+def test_probes_and_metrics_are_refused_to_every_address(overlay: str) -> None:
+    """`/` reaches the client, so its `/metrics` would be public but for an exact-path Ingress
+    on the same host that ingress-nginx refuses (403) whatever the client's address."""
+    ingresses = objects(overlay, "Ingress")
+    internal = ingresses[INTERNAL_INGRESS]
+    assert {path: kind for path, (kind, _, _) in ingress_paths(internal).items()} == {
+        path: "Exact" for path in INTERNAL_PATHS
+    }
+    denied = internal["metadata"]["annotations"][
+        "nginx.ingress.kubernetes.io/denylist-source-range"
+    ]
+    assert set(denied.split(",")) == {"0.0.0.0/0", "::/0"}
+    hosts = {i["spec"]["rules"][0].get("host") for i in ingresses.values()}
+    assert len(hosts) == 1, "one host: the exact paths win over the client's `/` there"
+    assert internal["spec"]["ingressClassName"] == "nginx"
+    assert internal["spec"].get("tls") == ingresses["ticketing"]["spec"].get("tls")

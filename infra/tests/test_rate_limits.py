@@ -19,6 +19,7 @@ import pytest
 from ticketing_common.embedded import free_port, wait_for_port
 
 from .deploy import (
+    INTERNAL_INGRESS,
     MAIN_INGRESS,
     NGINX_CONF,
     SIGNIN_INGRESS,
@@ -197,13 +198,18 @@ def test_nginx_refuses_a_body_over_one_mebibyte_with_the_spec_413(nginx: str) ->
 @pytest.mark.parametrize("overlay", ["dev", "prod"])
 def test_a_separate_ingress_limits_only_sign_in_and_sign_up(overlay: str) -> None:
     ingresses = objects(overlay, "Ingress")
-    assert set(ingresses) == {MAIN_INGRESS, SIGNIN_INGRESS}
+    assert set(ingresses) == {MAIN_INGRESS, SIGNIN_INGRESS, INTERNAL_INGRESS}
     main, signin = ingresses[MAIN_INGRESS], ingresses[SIGNIN_INGRESS]
     assert ingress_paths(signin) == {path: ("Exact", "auth", "http") for path in LIMITED}
     notes = signin["metadata"]["annotations"]
     assert notes["nginx.ingress.kubernetes.io/limit-rpm"] == str(PER_MINUTE)
     assert int(notes["nginx.ingress.kubernetes.io/limit-burst-multiplier"]) == 1
-    limits = [n for n in main["metadata"]["annotations"] if "/limit-" in n]
+    limits = [
+        n
+        for ingress in (main, ingresses[INTERNAL_INGRESS])
+        for n in ingress["metadata"]["annotations"]
+        if "/limit-" in n
+    ]
     assert limits == [], "nothing else is limited"
     assert signin["spec"]["ingressClassName"] == main["spec"]["ingressClassName"]
     assert signin["spec"]["rules"][0]["host"] == main["spec"]["rules"][0]["host"]
