@@ -14,7 +14,7 @@ from ticketing_common.moments import now_ms
 from ticketing_common.outbox import OutboxRelay, with_events
 from ticketing_common.service import Service
 from ticketing_common.settings import NatsSettings, ServiceSettings
-from ticketing_testing import eventually, scrape, serve, stream_messages
+from ticketing_testing import METRIC_FAMILIES, eventually, scrape, serve, stream_messages
 
 router = APIRouter()
 
@@ -32,21 +32,6 @@ PROBE: Service[ProbeSettings, None] = Service(
     name="metrics-probe", settings=ProbeSettings, routers=[router], api_prefix="/api/probe"
 )
 TEMPLATE = "/api/probe/things/{thing_id}"
-FAMILIES = (
-    "ticketing_http_requests",
-    "ticketing_http_request_duration_seconds",
-    "ticketing_events_published",
-    "ticketing_events_applied",
-    "ticketing_events_redelivered",
-    "ticketing_events_dead_lettered",
-    "ticketing_outbox_pending",
-    "ticketing_outbox_oldest_pending_age_seconds",
-    "ticketing_consumer_pending",
-    "ticketing_consumer_ack_pending",
-    "ticketing_argon2_hash_seconds",
-    "ticketing_payments",
-    "ticketing_expiration_lateness_seconds",
-)
 
 
 async def test_requests_are_counted_by_route_template_method_and_status() -> None:
@@ -71,7 +56,7 @@ async def test_requests_are_counted_by_route_template_method_and_status() -> Non
 async def test_every_family_is_served_in_the_text_format() -> None:
     async with serve(PROBE.build(ProbeSettings())) as client:
         found = await scrape(client)
-    assert set(FAMILIES) <= found.families
+    assert set(METRIC_FAMILIES) <= found.families
 
 
 async def test_apps_built_in_one_process_count_apart() -> None:

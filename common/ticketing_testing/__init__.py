@@ -374,6 +374,25 @@ async def answers_ready(url: str) -> bool:
             return False
 
 
+# The families every service serves (names as the text format gives them: no `_total`); each
+# fills where its work is done.
+METRIC_FAMILIES = (
+    "ticketing_http_requests",
+    "ticketing_http_request_duration_seconds",
+    "ticketing_events_published",
+    "ticketing_events_applied",
+    "ticketing_events_redelivered",
+    "ticketing_events_dead_lettered",
+    "ticketing_outbox_pending",
+    "ticketing_outbox_oldest_pending_age_seconds",
+    "ticketing_consumer_pending",
+    "ticketing_consumer_ack_pending",
+    "ticketing_argon2_hash_seconds",
+    "ticketing_payments",
+    "ticketing_expiration_lateness_seconds",
+)
+
+
 @dataclass(frozen=True)
 class Scrape:
     """One scrape of a service's /metrics, as Prometheus reads it: family names and samples."""

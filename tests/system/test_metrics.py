@@ -4,27 +4,11 @@ stack is shared by the session, so counts are compared with a scrape taken befor
 
 import httpx
 
-from ticketing_testing import Scrape, scrape
+from ticketing_testing import METRIC_FAMILIES, Scrape, scrape
 
 from .money import order_of, pay, until
 
 SERVICES = ("auth", "tickets", "orders", "payments", "expiration", "client")
-# Every service serves every family; each fills where its work is done.
-FAMILIES = (
-    "ticketing_http_requests",
-    "ticketing_http_request_duration_seconds",
-    "ticketing_events_published",
-    "ticketing_events_applied",
-    "ticketing_events_redelivered",
-    "ticketing_events_dead_lettered",
-    "ticketing_outbox_pending",
-    "ticketing_outbox_oldest_pending_age_seconds",
-    "ticketing_consumer_pending",
-    "ticketing_consumer_ack_pending",
-    "ticketing_argon2_hash_seconds",
-    "ticketing_payments",
-    "ticketing_expiration_lateness_seconds",
-)
 # The outbox collections and durables each service reports on.
 OUTBOXES = {"tickets": "tickets", "orders": "orders", "payments": "orders"}
 DURABLES = {
@@ -46,7 +30,7 @@ async def scrape_all(stack) -> dict[str, Scrape]:
     for name in SERVICES:
         async with httpx.AsyncClient(base_url=stack.service_urls[name], timeout=10) as http:
             found[name] = await scrape(http)
-        missing = set(FAMILIES) - found[name].families
+        missing = set(METRIC_FAMILIES) - found[name].families
         assert not missing, f"{name} lacks {missing}"
     return found
 
