@@ -9,7 +9,7 @@ import httpx
 
 from ticketing_auth.settings import Settings
 from ticketing_common.embedded import free_port
-from ticketing_testing import answers_ready, eventually, spawn_service
+from ticketing_testing import spawn_service, until_ready
 
 MIB = 1 << 20
 BURST = 20
@@ -62,7 +62,7 @@ async def test_twenty_concurrent_signins_stay_within_the_hash_memory_bound(mongo
     url = f"http://127.0.0.1:{port}"
     auth = spawn_auth(mongo_uri, port)
     try:
-        await eventually(lambda: answers_ready(url), within=30)
+        await until_ready(url, auth)
         async with httpx.AsyncClient(base_url=url, timeout=60) as http:
             # One user per sign-in: one email's in-flight attempts count toward its limit.
             users = [{"email": f"u{n}@test.com", "password": "password"} for n in range(BURST)]

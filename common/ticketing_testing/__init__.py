@@ -169,8 +169,9 @@ async def serve(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
             yield client
 
 
-async def eventually(check: Callable[[], Awaitable[T]], *, within: float = 15.0) -> T:
-    """Poll `check` until it returns a truthy value (events cross the bus asynchronously)."""
+async def eventually(check: Callable[[], Awaitable[T]], *, within: float = 60.0) -> T:
+    """Poll `check` until it returns a truthy value (events cross the bus asynchronously). The
+    bound only ends a failing test: it is generous, as a loaded machine is slow."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within
     while True:
@@ -372,6 +373,17 @@ async def answers_ready(url: str) -> bool:
             return (await http.get(f"{url}/readyz")).status_code == 200
         except httpx.TransportError:
             return False
+
+
+async def until_ready(url: str, process: subprocess.Popen[bytes], *, within: float = 180) -> None:
+    """Wait until a spawned service answers /readyz: a Python service starting on a loaded
+    machine may take a minute, but one that exited fails the test at once."""
+
+    async def ready() -> bool:
+        assert process.poll() is None, f"the service at {url} exited with {process.returncode}"
+        return await answers_ready(url)
+
+    await eventually(ready, within=within)
 
 
 # The families every service serves (names as the text format gives them: no `_total`); each

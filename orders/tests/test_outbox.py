@@ -10,7 +10,7 @@ from bson import ObjectId
 from ticketing_common.bus import EventBus
 from ticketing_common.embedded import free_port, start_nats
 from ticketing_orders.domain import new_order
-from ticketing_testing import answers_ready, eventually, spawn_service, stream_messages
+from ticketing_testing import eventually, spawn_service, stream_messages, until_ready
 
 
 async def test_an_event_left_in_the_outbox_is_published_once_at_start(
@@ -54,7 +54,7 @@ async def test_an_order_survives_a_kill_between_its_write_and_its_publish(
     broker = start_nats(tmp_path / "nats", nats_port)
     service = _spawn_orders(mongo_uri, own_nats, http_port)
     try:
-        await eventually(lambda: answers_ready(url), within=30)
+        await until_ready(url, service)
         ticket = await new_ticket()
         broker.stop()  # from here on, nothing the service stores can be published
         async with httpx.AsyncClient(base_url=url) as http:
@@ -71,7 +71,7 @@ async def test_an_order_survives_a_kill_between_its_write_and_its_publish(
         broker = start_nats(tmp_path / "nats", nats_port)
         for _ in range(2):  # restarted, then killed and restarted again
             service = _spawn_orders(mongo_uri, own_nats, http_port)
-            await eventually(lambda: answers_ready(url), within=30)
+            await until_ready(url, service)
 
             async def sent() -> bool:
                 doc = await db["orders"].find_one({"_id": order_id})

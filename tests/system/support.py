@@ -12,7 +12,7 @@ class User:
     """A signed-up user with their own cookie jar, talking through the ingress."""
 
     def __init__(self, base_url: str) -> None:
-        self.http = httpx.AsyncClient(base_url=base_url, timeout=30)
+        self.http = httpx.AsyncClient(base_url=base_url, timeout=120)  # a loaded machine is slow
         self.email = f"{uuid.uuid4().hex[:10]}@test.dev"
 
     async def signup(self) -> "User":
@@ -27,7 +27,7 @@ class User:
                 return None
             return response
 
-        response = await eventually(attempt, within=60)
+        response = await eventually(attempt, within=300)
         assert response.status_code == 201, response.text
         self.id = response.json()["id"]
         return self

@@ -7,11 +7,11 @@ from bson import ObjectId
 from ticketing_common.deadletters import dead_letters
 from ticketing_common.embedded import free_port
 from ticketing_testing import (
-    answers_ready,
     consumer_caught_up,
     eventually,
     spawn_service,
     stream_messages,
+    until_ready,
 )
 
 TICKETS = 300
@@ -52,7 +52,7 @@ async def test_kill_9_mid_batch_loses_nothing_and_applies_nothing_twice(
 
     service = spawn_service("ticketing_tickets", port, **env)
     try:
-        await eventually(lambda: answers_ready(url), within=30)
+        await until_ready(url, service)
         await eventually(lambda: consumer_caught_up(bus, "tickets-order-created", last), within=60)
         await eventually(lambda: _no_outbox(db), within=30)
     finally:
