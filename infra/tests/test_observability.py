@@ -24,7 +24,6 @@ import typing
 from pathlib import Path
 from typing import Any
 
-import kubernetes_validate
 import pytest
 import yaml
 from prometheus_client.metrics import MetricWrapperBase
@@ -52,7 +51,7 @@ from .deploy import (
     stack_services,
     tool,
 )
-from .test_kubernetes import K8S_VERSION, containers, resolved_env
+from .test_kubernetes import containers, resolved_env, strict_failures
 from .test_kubernetes_prod import (
     allows,
     connections,
@@ -459,13 +458,7 @@ def base_of(overlay: str) -> str:
 def test_with_the_component_every_object_validates_strictly(overlay: str) -> None:
     docs = render(overlay)
     assert len(docs) > len(render(base_of(overlay)))
-    failures = []
-    for doc in docs:
-        try:
-            kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
-        except kubernetes_validate.ValidationError as exc:
-            failures.append(f"{doc['kind']}/{doc['metadata']['name']}: {exc.message}")
-    assert failures == []
+    assert strict_failures(docs) == []
     for doc in docs:
         if doc["kind"] != "Namespace":
             assert doc["metadata"].get("namespace") == "ticketing", doc["metadata"]["name"]
