@@ -7,6 +7,7 @@ import subprocess
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -135,16 +136,19 @@ def test_a_server_that_dies_is_restarted_on_its_port_with_its_data(
             Redis.from_url(url).set("kept", "yes")
         os.kill(before, signal.SIGKILL)
 
+        def recorded() -> dict[str, Any]:
+            state = json.loads((own.data / "run.json").read_text())
+            return next(p for p in state["parts"] if p["name"] == name)
+
+        # run.json, what `ticketing status` reads, is written once the restart is complete.
         deadline = time.monotonic() + 60
-        while server.process.pid == before or not answers(server.port, None):
+        while (record := recorded())["pid"] == before or not answers(server.port, None):
             assert time.monotonic() < deadline, server.last_exit
             time.sleep(0.1)
+        assert (record["pid"], record["restarts"]) == (server.process.pid, 1)
         assert server.restarts == 1
         assert server.last_exit == "exited -9 (SIGKILL)"
         assert server.url == url
-        state = json.loads((own.data / "run.json").read_text())
-        record = next(p for p in state["parts"] if p["name"] == name)
-        assert (record["pid"], record["restarts"]) == (server.process.pid, 1)
         if name == "redis":
             assert Redis.from_url(url).get("kept") == b"yes"  # same data directory
         pids = [part.process.pid for part in own.parts] + [before]
