@@ -17,6 +17,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 from pydantic import ValidationError
 
+from ticketing_common import tracing
 from ticketing_common.bus import DEAD_LETTER_PREFIX, EventBus
 from ticketing_common.events import Event
 from ticketing_common.metrics import Metrics
@@ -196,7 +197,8 @@ class Listener(Generic[E]):
         if deliveries > 1:
             self.metrics.events_redelivered.labels(msg.subject).inc()
         try:
-            await self.apply(event)
+            with tracing.consuming(msg, self.durable, self.key(event)):
+                await self.apply(event)
         except Exception as exc:
             reason = "retry" if isinstance(exc, Retry) else "error"
             if deliveries >= self.max_deliver:

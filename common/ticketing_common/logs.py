@@ -11,6 +11,7 @@ from contextvars import ContextVar
 
 from starlette.types import Message, Receive, Scope, Send
 
+from ticketing_common import tracing
 from ticketing_common.asgi import HttpMiddleware
 
 request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
@@ -33,6 +34,8 @@ class JsonFormatter(logging.Formatter):
         rid = request_id.get()
         if rid:
             entry["requestId"] = rid
+        if ids := tracing.current_ids():
+            entry["traceId"], entry["spanId"] = ids
         if record.exc_info:
             entry["error"] = self.formatException(record.exc_info)
         return json.dumps(entry)

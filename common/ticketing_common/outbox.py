@@ -27,6 +27,7 @@ from bson import ObjectId
 from pymongo import UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 
+from ticketing_common import tracing
 from ticketing_common.bus import EventBus
 from ticketing_common.events import Event
 from ticketing_common.metrics import Metrics
@@ -42,8 +43,9 @@ PROJECTION = {"outbox": 1, "outboxRev": 1, "outboxAt": 1}
 
 
 def _entries(events: Sequence[Event], rev: int) -> dict[str, Document]:
+    cause = tracing.carrier()  # the trace of the request or message that caused them
     return {
-        uuid.uuid4().hex: {"subject": str(e.subject), "data": e.payload(), "seq": rev + i}
+        uuid.uuid4().hex: {"subject": str(e.subject), "data": e.payload(), "seq": rev + i, **cause}
         for i, e in enumerate(events, start=1)
     }
 
@@ -170,7 +172,9 @@ class OutboxRelay:
             entries = [(i, entry) for i, entry in _in_order(doc) if i not in published]
             for event_id, entry in entries:
                 data = json.dumps(entry["data"], separators=(",", ":")).encode()
-                await self.bus.publish(entry["subject"], data, event_id)
+                await self.bus.publish(
+                    entry["subject"], data, event_id, headers=tracing.headers_of(entry)
+                )
             removals.add(doc["_id"], doc.get("outboxRev"), [i for i, _ in entries])
         if self.pending_removals >= self.flush_at and not self._flushing.locked():
             await self.flush()

@@ -17,6 +17,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import ConfigurationError
 from starlette.types import Lifespan
 
+from ticketing_common import tracing
 from ticketing_common.bus import EventBus
 from ticketing_common.errors import error_item
 from ticketing_common.events import Event
@@ -278,6 +279,7 @@ def _listener(runtime: Runtime, event_type: type[E], handler: Handler[E, Any]) -
 def serve_forever(app: FastAPI, settings: ServiceSettings) -> None:
     """Run the app under uvicorn with JSON logs, until SIGTERM or Ctrl-C."""
     configure_logging(settings.service_name, settings.log_level)
+    tracing.configure(settings.service_name, app)
     uvicorn.run(
         app,
         host=settings.host,

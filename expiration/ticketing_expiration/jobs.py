@@ -16,6 +16,7 @@ from arq import Retry
 from arq.connections import ArqRedis, RedisSettings, create_pool
 from arq.worker import Function, func
 
+from ticketing_common import tracing
 from ticketing_common.bus import EventBus
 from ticketing_common.events import ExpirationComplete
 from ticketing_common.metrics import Metrics
@@ -30,13 +31,20 @@ def message_id(order_id: str) -> str:
     return f"expiration:{order_id}"
 
 
-async def expire_order(ctx: dict[str, Any], order_id: str) -> None:
-    """Publish `expiration:complete`; when the bus refuses, arq runs the job again later."""
+async def expire_order(
+    ctx: dict[str, Any], order_id: str, trace: dict[str, str] | None = None
+) -> None:
+    """Publish `expiration:complete`, in the trace of the order that scheduled it (`trace`);
+    when the bus refuses, arq runs the job again later."""
     bus: EventBus = ctx["bus"]
     event = ExpirationComplete(orderId=order_id)
     data = json.dumps(event.payload(), separators=(",", ":")).encode()
+    attributes = {"ticketing.key": order_id, "ticketing.job_try": ctx.get("job_try", 1)}
     try:
-        await bus.publish(str(event.subject), data, message_id(order_id))
+        with tracing.continued(trace, EXPIRE_ORDER, attributes=attributes):
+            await bus.publish(
+                str(event.subject), data, message_id(order_id), headers=tracing.carrier()
+            )
     except Exception as exc:
         tries: int = ctx.get("job_try", 1)
         delay = min(0.5 * 2 ** (tries - 1), float(ctx.get("retry_max_seconds", 30.0)))
@@ -80,8 +88,10 @@ class Scheduler:
 
     async def schedule(self, order_id: str, at: datetime) -> bool:
         """Schedule the order's expiry; False when a job for it exists (or has just run)."""
+        # The job carries the trace of the event that scheduled it, if any.
+        trace: dict[str, Any] = {"trace": cause} if (cause := tracing.carrier()) else {}
         job = await self.pool.enqueue_job(
-            EXPIRE_ORDER, order_id, _job_id=order_id, _defer_until=_aware(at)
+            EXPIRE_ORDER, order_id, _job_id=order_id, _defer_until=_aware(at), **trace
         )
         if job is None:
             log.info("expiration of %s already scheduled", order_id)

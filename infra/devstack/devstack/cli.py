@@ -1,4 +1,4 @@
-"""`ticketing up | status | down | logs`: the dev runner's command line (`make run` is `up`)."""
+"""`ticketing up | status | down | logs | trace`: the dev runner's command line (`make run` is `up`)."""
 
 from __future__ import annotations
 
@@ -18,11 +18,14 @@ from nats.js import JetStreamContext
 from nats.js.api import ConsumerInfo, StreamInfo
 from nats.js.errors import NotFoundError
 
+from devstack import traces
 from devstack.logs import compact, tail
 from devstack.processes import is_alive
 from devstack.stack import Stack, StackError, terminate_records
 from devstack.state import clear_state, data_dir, read_state
 from ticketing_common.bus import DEAD_LETTER_STREAM
+from ticketing_common.spanfile import read_spans, traces_about
+from ticketing_common.tracing import TRACES_DIR
 
 NAME_WIDTH = 10
 NATS_STREAM = "TICKETING"  # the services' default; `NATS_STREAM` names another
@@ -264,6 +267,18 @@ def logs(args: argparse.Namespace) -> int:
     return 0
 
 
+def trace(args: argparse.Namespace) -> int:
+    """Print the traces that carried events about an order or a ticket (or one trace by id)."""
+    folder = Path(os.environ.get(TRACES_DIR) or data_dir(Path.cwd()) / "traces")
+    spans = read_spans(folder)
+    found = traces_about(spans, args.id)
+    if not found:
+        print(f"no trace about {args.id} in {folder} (tracing off, or not yet written)")
+        return 1
+    print("\n\n".join("\n".join(traces.render(spans, trace_id)) for trace_id in found))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ticketing", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -280,6 +295,11 @@ def main(argv: list[str] | None = None) -> int:
     tail.add_argument("name", nargs="?")
     tail.add_argument("-n", "--lines", type=int, default=40)
     tail.set_defaults(run=logs)
+    spans = commands.add_parser(
+        "trace", help="the span trees of an order's (or ticket's) traces, with timings"
+    )
+    spans.add_argument("id", help="an order id, a ticket id or a trace id")
+    spans.set_defaults(run=trace)
     args = parser.parse_args(argv)
     code: int = args.run(args)
     return code

@@ -222,6 +222,7 @@ class Stack:
         common = topology.services_env(
             self.environ, nats=nats.url, redis=redis.url, jwt_key=jwt_key, stripe_key=stripe_key
         )
+        common.update(topology.tracing_env(self.environ, str(self.data / "traces")))
         # Payments checks Stripe's webhook signatures with it; a real key needs the real secret.
         webhook_secret = self.environ.get("STRIPE_WEBHOOK_SECRET", "")
         waiting: list[tuple[Part, str | None]] = []
