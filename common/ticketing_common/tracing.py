@@ -146,10 +146,11 @@ def enabled() -> bool:
     return _provider is not None
 
 
-def use(provider: TracerProvider) -> None:
-    """Trace with `provider` (a test's in-memory exporter), instrumenting nothing."""
+def use(provider: TracerProvider | None) -> None:
+    """Trace with `provider` (a test's in-memory exporter), instrumenting nothing; None: off."""
     global _provider, _tracer
-    _provider, _tracer = provider, provider.get_tracer("ticketing")
+    _provider = provider
+    _tracer = provider.get_tracer("ticketing") if provider else trace.NoOpTracer()
 
 
 def carrier() -> dict[str, str]:

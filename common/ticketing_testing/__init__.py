@@ -37,11 +37,15 @@ import pytest
 from bson import ObjectId
 from fastapi import FastAPI
 from nats.js.errors import NotFoundError as StreamNotFoundError
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 from pymongo import MongoClient, monitoring
 from pymongo.asynchronous.database import AsyncDatabase
 
+from ticketing_common import tracing
 from ticketing_common.bus import DEAD_LETTER_STREAM, EventBus
 from ticketing_common.embedded import free_port, start_mongo, start_nats, start_redis
 from ticketing_common.events import Event
@@ -209,6 +213,19 @@ def bearer(user_id: str | None = None) -> dict[str, str]:
 def mongo_commands() -> MongoCommands:
     """`with mongo_commands.counting() as seen:` the database round trips of what runs inside."""
     return MONGO_COMMANDS
+
+
+@pytest.fixture
+def spans() -> Iterator[InMemorySpanExporter]:
+    """Tracing on for the test, its finished spans kept in memory (`spans.get_finished_spans()`);
+    off again afterwards."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracing.use(provider)
+    yield exporter
+    tracing.use(None)
+    provider.shutdown()
 
 
 @pytest.fixture

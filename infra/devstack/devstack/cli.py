@@ -1,4 +1,4 @@
-"""`ticketing up | status | down | logs | trace`: the dev runner's command line (`make run` is `up`)."""
+"""`ticketing up | status | down | logs | trace`: the dev runner's command line."""
 
 from __future__ import annotations
 
