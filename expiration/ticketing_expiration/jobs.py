@@ -42,9 +42,9 @@ async def expire_order(
     attributes = {"ticketing.key": order_id, "ticketing.job_try": ctx.get("job_try", 1)}
     try:
         with tracing.continued(trace, EXPIRE_ORDER, attributes=attributes):
-            await bus.publish(
-                str(event.subject), data, message_id(order_id), headers=tracing.carrier()
-            )
+            # The event continues the job's trace (no extra headers with tracing off).
+            traced: dict[str, Any] = {"headers": cause} if (cause := tracing.carrier()) else {}
+            await bus.publish(str(event.subject), data, message_id(order_id), **traced)
     except Exception as exc:
         tries: int = ctx.get("job_try", 1)
         delay = min(0.5 * 2 ** (tries - 1), float(ctx.get("retry_max_seconds", 30.0)))
