@@ -279,9 +279,8 @@ def _listener(runtime: Runtime, event_type: type[E], handler: Handler[E, Any]) -
 def serve_forever(app: FastAPI, settings: ServiceSettings) -> None:
     """Run the app under uvicorn with JSON logs, until SIGTERM or Ctrl-C."""
     configure_logging(settings.service_name, settings.log_level)
-    tracing.configure(settings.service_name, app)
     uvicorn.run(
-        app,
+        tracing.served(settings.service_name, app),
         host=settings.host,
         port=settings.port,
         log_config=None,
