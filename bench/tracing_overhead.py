@@ -1,8 +1,11 @@
 """What tracing costs on `POST /api/orders`: three stacks started as `make run` starts them, with
-tracing off, on at 10 % sampling and on at 100 % (span files under each stack's .data/traces),
-loaded in turn, round after round, so each round's ratios to the off stack share its moment.
+tracing off, on at 10 % sampling and on at 100 % (span files under each stack's .data/traces).
+Each round places the same number of orders on each stack in turn (rotating which goes first)
+and counts, per order, the CPU the whole stack spent until every consumer had caught up (so the
+listeners' and relays' share of an order is in it), less what the stack spends idle in as long.
+Ratios are to the off stack of the same round.
 
-    .venv/bin/python bench/tracing_overhead.py [--rounds 6] [--seconds 5] [--connections 16]
+    .venv/bin/python bench/tracing_overhead.py [--rounds 5] [--orders 600] [--connections 16]
 """
 
 from __future__ import annotations
@@ -12,12 +15,13 @@ import asyncio
 import json
 import statistics
 import tempfile
+import time
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-from load import Request, closed_loop, lag_zero, sell, signup
+from load import cpu_seconds, lag_zero, sell, signup, stack_pids
 
 from devstack.stack import Stack
 from ticketing_common.bus import EventBus
@@ -30,74 +34,73 @@ SETTINGS: dict[str, dict[str, str]] = {
     },
     "on, 100 %": {"OTEL_TRACES_SAMPLER": "parentbased_always_on"},
 }
+IDLE_SECONDS = 2.0
 RESULTS = Path(__file__).parent / "results" / "tracing_overhead.json"
 
 
-async def arrange(stack: Stack) -> tuple[list[dict[str, str]], list[str]]:
-    """Buyers, and the list of open tickets they order from (restocked before each round)."""
-    buyers = [await signup(stack.url, n) for n in range(4)]
-    return buyers, []
+async def place(url: str, buyer: dict[str, str], ids: list[str], connections: int) -> list[float]:
+    """One order for each ticket of `ids`, `connections` at a time; each order's latency."""
+    latencies: list[float] = []
+    async with aiohttp.ClientSession() as http:
+
+        async def loop() -> None:
+            while ids:
+                begun = time.perf_counter()
+                body = {"ticketId": ids.pop()}
+                async with http.post(f"{url}/api/orders", json=body, headers=buyer) as reply:
+                    await reply.read()
+                    assert reply.status == 201, reply.status
+                latencies.append(time.perf_counter() - begun)
+
+        await asyncio.gather(*(loop() for _ in range(connections)))
+    return latencies
 
 
-async def restock(stack: Stack, ids: list[str], wanted: int) -> None:
-    """At least `wanted` open tickets in `ids`, replicated by orders before the round starts."""
-    if len(ids) < wanted:
-        seller = await signup(stack.url)
-        ids += await sell(stack.url, seller, wanted - len(ids))
+async def one_round(
+    stack: Stack, seller: dict[str, str], buyer: dict[str, str], args: argparse.Namespace
+) -> dict[str, float]:
+    ids = await sell(stack.url, seller, args.orders)
     bus = await EventBus.connect(stack.urls["nats"], name="bench", stream="TICKETING")
-    await lag_zero(bus)
-    await bus.close()
-
-
-def orderer(url: str, buyers: list[dict[str, str]], ids: list[str]) -> Request:
-    """One order a call, each for a ticket of its own (status 0 once they run out)."""
-
-    async def order(http: aiohttp.ClientSession, n: int) -> int:
-        if not ids:
-            return 0
-        body = {"ticketId": ids.pop()}
-        async with http.post(f"{url}/api/orders", json=body, headers=buyers[n % 4]) as reply:
-            await reply.read()
-            return reply.status
-
-    return order
+    try:
+        await lag_zero(bus)
+        pids = stack_pids(stack)
+        before, started = cpu_seconds(pids), time.perf_counter()
+        latencies = await place(stack.url, buyer, ids, args.connections)
+        placed = time.perf_counter() - started
+        await lag_zero(bus)
+        busy, settled = cpu_seconds(pids) - before, time.perf_counter() - started
+        idle_from = cpu_seconds(pids)
+        await asyncio.sleep(IDLE_SECONDS)
+        idle_rate = (cpu_seconds(pids) - idle_from) / IDLE_SECONDS
+    finally:
+        await bus.close()
+    latencies.sort()
+    return {
+        "rate": round(args.orders / placed, 1),
+        "p50_ms": round(1000 * latencies[len(latencies) // 2], 1),
+        "cpu_ms_per_order": round(1000 * (busy - idle_rate * settled) / args.orders, 3),
+    }
 
 
 async def measure(args: argparse.Namespace, stacks: dict[str, Stack]) -> dict[str, Any]:
-    arranged = {name: await arrange(stack) for name, stack in stacks.items()}
+    users = {name: (await signup(s.url), await signup(s.url, 1)) for name, s in stacks.items()}
     names = list(stacks)
     rounds: list[dict[str, Any]] = []
-    fastest = 100.0  # orders a second: each round's stock of open tickets follows it
     for number in range(args.rounds):
-        for name, (_, ids) in arranged.items():
-            await restock(stacks[name], ids, int(fastest * args.seconds * 1.5) + 50)
         row: dict[str, Any] = {}
-        # Each round starts with another setting, so none always goes first after a pause.
         for name in names[number % 3 :] + names[: number % 3]:
-            order = orderer(stacks[name].url, *arranged[name])
-            phase = await closed_loop(stacks[name], name, order, args.connections, args.seconds)
-            row[name] = {
-                "rate": round(phase.rate, 1),
-                "p50_ms": phase.p50_ms,
-                "p99_ms": phase.p99_ms,
-                "statuses": phase.statuses,
-                # CPU seconds the stack spent per order: less sensitive than throughput to
-                # what else runs on the machine.
-                "cpu_ms_per_order": round(1000 * phase.stack_cpu / phase.rate, 2),
-            }
-        fastest = max(fastest, *(r["rate"] for r in row.values()))
+            row[name] = await one_round(stacks[name], *users[name], args)
         for name in names:
-            off = row["off"]
-            row[name]["ratio"] = round(row[name]["rate"] / off["rate"], 3)
+            row[name]["ratio"] = round(row[name]["rate"] / row["off"]["rate"], 3)
             row[name]["cpu_ratio"] = round(
-                row[name]["cpu_ms_per_order"] / off["cpu_ms_per_order"], 3
+                row[name]["cpu_ms_per_order"] / row["off"]["cpu_ms_per_order"], 3
             )
         print(
             f"round {number + 1}: "
             + ", ".join(
                 f"{n} {r['rate']:.1f}/s ({r['ratio']:.3f}), {r['cpu_ms_per_order']} ms CPU "
                 f"({r['cpu_ratio']:.3f})"
-                for n, r in sorted(row.items(), key=lambda kv: names.index(kv[0]))
+                for n, r in ((n, row[n]) for n in names)
             ),
             flush=True,
         )
@@ -115,18 +118,13 @@ async def measure(args: argparse.Namespace, stacks: dict[str, Stack]) -> dict[st
         }
         for name in names
     }
-    return {
-        "rounds": rounds,
-        "summary": summary,
-        "seconds": args.seconds,
-        "connections": args.connections,
-    }
+    return {"rounds": rounds, "summary": summary, **vars(args)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--rounds", type=int, default=6)
-    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--orders", type=int, default=600)
     parser.add_argument("--connections", type=int, default=16)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as running:
