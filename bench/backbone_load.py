@@ -187,7 +187,8 @@ async def _expiry(stack_url: str, nats_url: str, orders: int) -> dict[str, Any]:
 
 def _stack_env(tree: Path, **extra: str) -> dict[str, str]:
     path = os.pathsep.join(str(tree / p) for p in PACKAGES)
-    return {"PYTHONPATH": path, "COOKIE_SECURE": "false", **extra}
+    # Tracing off: the baseline commit has none.
+    return {"PYTHONPATH": path, "COOKIE_SECURE": "false", "TRACES_DIR": "", **extra}
 
 
 def measure(tree: Path, seconds: float, root: Path) -> dict[str, Any]:
