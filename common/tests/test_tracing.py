@@ -7,9 +7,6 @@ import httpx
 from bson import ObjectId
 from fastapi import FastAPI
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import Decision, ParentBased, TraceIdRatioBased
 from opentelemetry.trace import SpanKind
 
@@ -19,7 +16,7 @@ from ticketing_common.listener import Listener, Retry
 from ticketing_common.outbox import Outbox, OutboxRelay, with_events
 from ticketing_common.runtime import Runtime
 from ticketing_common.settings import NatsSettings, ServiceSettings
-from ticketing_testing import eventually
+from ticketing_testing import eventually, traced_in_memory
 
 
 class Settings(ServiceSettings, NatsSettings):
@@ -121,9 +118,6 @@ async def _post_things(db, bus, sampler, requests):
     """POST /things to an app served as a service serves it, each request's ticket written with
     its event; the spans recorded, and for each request its outbox entry's traceparent and
     whether instrumentation was on inside the route."""
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider(sampler=sampler, id_generator=tracing.RootIds())
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
     relay = OutboxRelay(bus, [db.tickets], sweep_seconds=3600)
     app = FastAPI()
     inside: dict[str, bool] = {}
@@ -135,14 +129,10 @@ async def _post_things(db, bus, sampler, requests):
         await Outbox(db.tickets, relay).insert(with_events({"_id": oid}, _created(oid)))
         return {"id": str(oid)}
 
-    tracing.use(provider)
-    try:
+    with traced_in_memory(sampler) as (provider, exporter):
         transport = httpx.ASGITransport(app=tracing.instrumented(app, provider))
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
             ids = [(await http.post("/things", headers=h)).json()["id"] for h in requests]
-    finally:
-        tracing.use(None)
-        provider.shutdown()
     seen = []
     for oid in ids:
         (entry,) = (await db.tickets.find_one({"_id": ObjectId(oid)}))["outbox"].values()

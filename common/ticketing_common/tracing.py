@@ -40,6 +40,7 @@ from opentelemetry.util.http import ExcludeList, parse_excluded_urls
 from opentelemetry.util.types import Attributes, AttributeValue
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from ticketing_common.asgi import HttpMiddleware
 from ticketing_common.spanfile import SpanFileExporter
 
 if TYPE_CHECKING:
@@ -118,14 +119,14 @@ def _exporters(service: str, environ: Mapping[str, str]) -> list[SpanExporter]:
     return exporters
 
 
-def configure(service: str) -> bool:
+def configure(service: str) -> TracerProvider | None:
     """Switch tracing on if the environment asks for it and instrument the client libraries
-    installed; True if tracing is on."""
+    installed; the provider, None with tracing off."""
     global _provider, _tracer
     if _provider is None:
         exporters = _exporters(service, os.environ)
         if not exporters:
-            return False
+            return None
         name = os.environ.get("OTEL_SERVICE_NAME") or service
         # OTEL_TRACES_SAMPLER(_ARG) as the SDK reads them (parentbased_always_on by default).
         sampler = WithinOperations(_get_from_env_or_default())
@@ -143,16 +144,14 @@ def configure(service: str) -> bool:
                 continue
             if not instrumentor.is_instrumented_by_opentelemetry:
                 instrumentor.instrument(tracer_provider=provider)
-    return True
+    return _provider
 
 
 def served(service: str, app: FastAPI) -> ASGIApp:
     """What to serve: `app` as it is with tracing off; with it on, instrumented, behind the
     gate that lets only sampled requests through the instrumentation."""
-    if not configure(service):
-        return app
-    assert _provider is not None
-    return instrumented(app, _provider)
+    provider = configure(service)
+    return app if provider is None else instrumented(app, provider)
 
 
 def instrumented(app: FastAPI, provider: TracerProvider) -> ASGIApp:
@@ -177,21 +176,18 @@ class RootIds(RandomIdGenerator):
         return _root_trace_id.get() or super().generate_trace_id()
 
 
-class SampledOnly:
+class SampledOnly(HttpMiddleware):
     """ASGI middleware in front of the instrumented app: a request in a sampled trace (its
     `traceparent` says so, or the sampler samples the new trace) goes through the
     instrumentation; any other runs quiet, in its unsampled trace."""
 
     def __init__(self, app: ASGIApp, provider: TracerProvider, excluded: ExcludeList) -> None:
-        self.app = app
+        super().__init__(app)
         self.sampler = provider.sampler
         self.ids = provider.id_generator
         self.excluded = excluded
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.excluded.url_disabled(scope["path"]):
             with suppress_instrumentation():
                 await self.app(scope, receive, send)
@@ -202,12 +198,7 @@ class SampledOnly:
             if name in _TRACE_HEADER_NAMES
         }
         context = propagate.extract(carried)
-        parent = trace.get_current_span(context).get_span_context()
-        if parent.is_valid:
-            if parent.trace_flags.sampled:
-                await self.app(scope, receive, send)
-                return
-        else:
+        if not trace.get_current_span(context).get_span_context().is_valid:
             trace_id = self.ids.generate_trace_id()
             chosen = self.sampler.should_sample(None, trace_id, "request", SpanKind.SERVER)
             if chosen.decision is Decision.RECORD_AND_SAMPLE:
@@ -219,8 +210,17 @@ class SampledOnly:
                 return
             root = SpanContext(trace_id, self.ids.generate_span_id(), is_remote=False)
             context = trace.set_span_in_context(NonRecordingSpan(root), context)
-        with _quiet(context):
+        if _unsampled(context):
+            with _quiet(context):
+                await self.app(scope, receive, send)
+        else:
             await self.app(scope, receive, send)
+
+
+def _unsampled(context: Context) -> bool:
+    """Whether `context` carries a trace that was started and chosen not to be sampled."""
+    carried = trace.get_current_span(context).get_span_context()
+    return carried.is_valid and not carried.trace_flags.sampled
 
 
 @contextmanager
@@ -266,8 +266,7 @@ def _span(
 ) -> AbstractContextManager[Any]:
     """A span continuing the trace `parent` carries; quiet if that trace is not sampled."""
     context = propagate.extract(dict(parent or {}))
-    carried = trace.get_current_span(context).get_span_context()
-    if carried.is_valid and not carried.trace_flags.sampled:
+    if _unsampled(context):
         return _quiet(context)
     return _tracer.start_as_current_span(name, context=context, kind=kind, attributes=attributes)
 

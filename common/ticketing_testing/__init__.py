@@ -40,6 +40,7 @@ from nats.js.errors import NotFoundError as StreamNotFoundError
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import Sampler
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 from pymongo import MongoClient, monitoring
@@ -215,17 +216,28 @@ def mongo_commands() -> MongoCommands:
     return MONGO_COMMANDS
 
 
-@pytest.fixture
-def spans() -> Iterator[InMemorySpanExporter]:
-    """Tracing on for the test, its finished spans kept in memory (`spans.get_finished_spans()`);
-    off again afterwards."""
+@contextmanager
+def traced_in_memory(
+    sampler: Sampler | None = None,
+) -> Iterator[tuple[TracerProvider, InMemorySpanExporter]]:
+    """Tracing on within the block (sampled by `sampler`, the SDK's default if None), its
+    finished spans kept in memory; off again afterwards."""
     exporter = InMemorySpanExporter()
-    provider = TracerProvider()
+    provider = TracerProvider(sampler=sampler, id_generator=tracing.RootIds())
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     tracing.use(provider)
-    yield exporter
-    tracing.use(None)
-    provider.shutdown()
+    try:
+        yield provider, exporter
+    finally:
+        tracing.use(None)
+        provider.shutdown()
+
+
+@pytest.fixture
+def spans() -> Iterator[InMemorySpanExporter]:
+    """Tracing on for the test, its finished spans kept in memory (`spans.get_finished_spans()`)."""
+    with traced_in_memory() as (_, exporter):
+        yield exporter
 
 
 @pytest.fixture
