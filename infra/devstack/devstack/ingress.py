@@ -1,10 +1,11 @@
 """The dev ingress: a plain reverse proxy that plays ingress-nginx's part on one machine.
 
-It routes by path prefix (SPEC §1), passes requests and answers through untouched and streamed,
-and adds only the `X-Forwarded-*` headers a real ingress adds. A route whose service does not
-answer gets 503 with the SPEC error body. Run it with `python -m devstack.ingress`, configured by
-`INGRESS_PORT`, `INGRESS_HOST` (127.0.0.1) and `ROUTES`, a JSON object `{"/api/users": "http://
-127.0.0.1:3001", ..., "/": "http://127.0.0.1:3006"}`. aiohttp, not httpx: STACK-NOTES §11.
+It routes by path prefix (SPEC §1), passes requests and answers through untouched (a request
+body buffered as ingress-nginx buffers it, answers streamed), and adds only the `X-Forwarded-*`
+headers a real ingress adds. A route whose service does not answer gets 503 with the SPEC error
+body. Run it with `python -m devstack.ingress`, configured by `INGRESS_PORT`, `INGRESS_HOST`
+(127.0.0.1) and `ROUTES`, a JSON object `{"/api/users": "http://127.0.0.1:3001", ...,
+"/": "http://127.0.0.1:3006"}`. aiohttp, not httpx: STACK-NOTES §11.
 
 Like the production ingresses it refuses a request body over `MAX_BODY_BYTES` (1 MiB) with 413
 before forwarding it, and can limit sign-ins and sign-ups per client address with 429:
@@ -24,6 +25,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 
 import aiohttp
+import uvloop
 from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
@@ -87,27 +89,18 @@ class Limits:
     signin_per_minute: int = 0
 
 
-class BodyTooLarge(Exception):
-    """A streamed request body grew past the limit."""
-
-
-class CappedBody:
-    """A request body streamed on as it arrives, stopped once it grows past `limit` (a chunked
-    body has no Content-Length to refuse it by)."""
-
-    def __init__(self, content: aiohttp.StreamReader, limit: int) -> None:
-        self.content = content
-        self.limit = limit
-        self.exceeded = False
-
-    async def chunks(self) -> AsyncIterator[bytes]:
-        received = 0
-        async for chunk in self.content.iter_any():
-            received += len(chunk)
-            if received > self.limit:
-                self.exceeded = True
-                raise BodyTooLarge
-            yield chunk
+async def read_capped(content: aiohttp.StreamReader, limit: int) -> bytes | None:
+    """The whole request body, or None once it grows past `limit` (a chunked body has no
+    Content-Length to refuse it by). Buffered as ingress-nginx does, so the service gets it
+    with a Content-Length in one write."""
+    chunks: list[bytes] = []
+    received = 0
+    async for chunk in content.iter_any():
+        received += len(chunk)
+        if received > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 SESSION = web.AppKey("session", aiohttp.ClientSession)
@@ -201,23 +194,25 @@ async def proxy(request: web.Request) -> web.StreamResponse:
         return refused
     url = URL(base.rstrip("/") + request.raw_path, encoded=True)
     session = request.app[SESSION]
-    body = CappedBody(request.content, request.app[LIMITS].max_body_bytes)
+    body = None
+    if request.body_exists:
+        body = await read_capped(request.content, request.app[LIMITS].max_body_bytes)
+        if body is None:
+            return too_large()
     # A body-less request is retried once on a pooled connection the service had just closed
-    # (nothing reached the service). A streamed body cannot be replayed.
-    retry = not request.body_exists
+    # (nothing reached the service); one with a body may have, so it is not replayed.
+    retry = body is None
     while True:
         try:
             upstream = await session.request(
                 request.method,
                 url,
                 headers=upstream_headers(request),
-                data=body.chunks() if request.body_exists else None,
+                data=body,
                 allow_redirects=False,
             )
             break
         except aiohttp.ClientError as exc:
-            if body.exceeded:
-                return too_large()
             if retry and stale(exc):
                 retry = False
                 continue
@@ -228,6 +223,9 @@ async def proxy(request: web.Request) -> web.StreamResponse:
         for name, value in forward_headers(upstream.headers).items():
             response.headers.add(name, value)
         await response.prepare(request)
+        if upstream.content.is_eof():  # the whole answer came with its headers: one write
+            await response.write_eof(upstream.content.read_nowait())
+            return response
         try:
             async for chunk in upstream.content.iter_any():
                 await response.write(chunk)
@@ -297,6 +295,7 @@ def main() -> None:
     log.info("listening on http://%s:%d, routes %s, %s", host, port, json.dumps(routes), limits)
     web.run_app(
         create_app(routes, limits),
+        loop=uvloop.new_event_loop(),  # as the services' uvicorn: cheaper socket writes
         host=host,
         port=port,
         print=None,
