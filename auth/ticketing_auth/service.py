@@ -8,7 +8,6 @@ from ticketing_auth.settings import Settings
 from ticketing_common.service import Service
 
 SERVICE: Service[Settings, Accounts] = Service(
-    name="auth",
     settings=Settings,
     api_prefix="/api/users",
     routers=[users.router],

@@ -32,8 +32,8 @@ def _pages(app: FastAPI) -> None:
 
 
 SERVICE: Service[Settings, None] = Service(
-    name="client",
     settings=Settings,
+    api_prefix="",  # the pages, at the root
     routers=[auth.router, tickets.router, orders.router],
     resources=[api_session],
     customize=_pages,

@@ -21,7 +21,7 @@ class DocsSettings(ServiceSettings):
 
 
 DOCS: Service[DocsSettings, None] = Service(
-    name="docs", settings=DocsSettings, routers=[router], api_prefix="/api/docs-probe"
+    settings=DocsSettings, routers=[router], api_prefix="/api/docs-probe"
 )
 DOC_PATHS = ["/api/docs-probe/docs", "/api/docs-probe/openapi.json"]
 NOT_FOUND = {"errors": [{"message": "Not Found"}]}

@@ -34,10 +34,10 @@ class ProbeMongoSettings(ServiceSettings, MongoSettings):
 
 
 PROBE: Service[ProbeSettings, None] = Service(
-    name="probe", settings=ProbeSettings, routers=[router], api_prefix="/api/probe"
+    settings=ProbeSettings, routers=[router], api_prefix="/api/probe"
 )
 PROBE_MONGO: Service[ProbeMongoSettings, None] = Service(
-    name="probe", settings=ProbeMongoSettings, routers=[router], api_prefix="/api/probe"
+    settings=ProbeMongoSettings, routers=[router], api_prefix="/api/probe"
 )
 TOO_LARGE = {"errors": [{"message": "Request body too large"}]}
 

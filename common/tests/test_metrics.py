@@ -29,7 +29,7 @@ class ProbeSettings(ServiceSettings):
 
 
 PROBE: Service[ProbeSettings, None] = Service(
-    name="metrics-probe", settings=ProbeSettings, routers=[router], api_prefix="/api/probe"
+    settings=ProbeSettings, routers=[router], api_prefix="/api/probe"
 )
 TEMPLATE = "/api/probe/things/{thing_id}"
 
@@ -86,7 +86,6 @@ async def expire(event: ExpirationComplete, context: None) -> None:
 
 SEEN: dict[str, list[int]] = {}
 LISTENING: Service[ListenerSettings, None] = Service(
-    name="metrics-listener",
     settings=ListenerSettings,
     handlers=handlers(on(ExpirationComplete, expire)),
 )

@@ -152,8 +152,11 @@ Resource = Callable[[Runtime], AbstractAsyncContextManager[object]]
 @dataclass(frozen=True)
 class Service(Generic[S, C]):
     """A service, declared once: the app, its lifespan, `python -m` and the dev runner's
-    topology all come from this.
+    topology all come from this. A declaration states only what differs from the defaults.
 
+    - `settings`: its Settings; their `service_name` default is the service's name.
+    - `routers`, `api_prefix`: its routes, served under `/api/<name>` unless it says where
+      (`""`: at the root, as the client's pages are).
     - `indexes`, `outbox`: its collections' indexes; the collections whose writes carry events.
     - `resources`: what it opens once its database and broker are up (a Stripe client, a Redis
       pool), in order, closed in reverse after the listeners stop; each may `provide` parts.
@@ -163,7 +166,6 @@ class Service(Generic[S, C]):
     - `customize`: a last touch to the app (the client's static files and HTML errors).
     """
 
-    name: str
     settings: type[S]
     routers: Sequence[APIRouter] = ()
     api_prefix: str | None = None
@@ -174,6 +176,14 @@ class Service(Generic[S, C]):
     handlers: Handlers[C] = field(default_factory=dict)
     periodic: Sequence[Periodic] = ()
     customize: Callable[[FastAPI], None] | None = None
+
+    def __post_init__(self) -> None:
+        if self.api_prefix is None and self.routers:
+            object.__setattr__(self, "api_prefix", f"/api/{self.name}")
+
+    @property
+    def name(self) -> str:
+        return str(self.settings.model_fields["service_name"].default)
 
     @property
     def uses_mongo(self) -> bool:

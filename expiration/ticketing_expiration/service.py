@@ -57,7 +57,6 @@ def _scheduler(runtime: Runtime) -> Scheduler:
 
 
 SERVICE: Service[Settings, Scheduler] = Service(
-    name="expiration",
     settings=Settings,
     resources=[redis_pool, job_runner],
     context=_scheduler,

@@ -11,9 +11,7 @@ from ticketing_orders.settings import Settings
 from ticketing_orders.sweeps import OVERDUE_SWEEP
 
 SERVICE: Service[Settings, Storage] = Service(
-    name="orders",
     settings=Settings,
-    api_prefix="/api/orders",
     routers=[orders.router],
     indexes=INDEXES,
     outbox=[ORDERS],

@@ -42,9 +42,7 @@ def _settlement(runtime: Runtime) -> Settlement:
 
 
 SERVICE: Service[Settings, Settlement] = Service(
-    name="payments",
     settings=Settings,
-    api_prefix="/api/payments",
     routers=[payments.router, webhooks.router],
     indexes=INDEXES,
     outbox=[ORDERS],

@@ -16,9 +16,7 @@ def _tickets(runtime: Runtime) -> Tickets:
 
 
 SERVICE: Service[Settings, Tickets] = Service(
-    name="tickets",
     settings=Settings,
-    api_prefix="/api/tickets",
     routers=[tickets.router],
     indexes=INDEXES,
     outbox=[COLLECTION],
