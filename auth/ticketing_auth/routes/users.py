@@ -30,7 +30,7 @@ def _signed_in(response: Response, user: User, settings: Settings) -> UserOut:
     return out
 
 
-@router.post("/signup", status_code=status.HTTP_201_CREATED, response_model=UserOut)
+@router.post("/signup", status_code=status.HTTP_201_CREATED)
 async def signup(
     body: SignUp, response: Response, accounts: AccountsDep, settings: SettingsDep
 ) -> UserOut:
@@ -38,7 +38,7 @@ async def signup(
     return _signed_in(response, user, settings)
 
 
-@router.post("/signin", response_model=UserOut)
+@router.post("/signin")
 async def signin(
     body: SignIn, response: Response, accounts: AccountsDep, settings: SettingsDep
 ) -> UserOut:
@@ -66,12 +66,12 @@ async def signin(
     return _signed_in(response, user, settings)
 
 
-@router.post("/signout", response_model=SignedOut)
+@router.post("/signout")
 async def signout(response: Response, settings: SettingsDep) -> SignedOut:
     clear_session(response, secure=settings.cookie_secure)
     return SignedOut()
 
 
-@router.get("/currentuser", response_model=CurrentUserOut)
+@router.get("/currentuser")
 async def currentuser(user: OptionalUser) -> CurrentUserOut:
     return CurrentUserOut(currentUser=user)

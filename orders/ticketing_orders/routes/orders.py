@@ -23,7 +23,7 @@ StorageDep = Annotated[Storage, Depends(context(Storage))]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=OrderOut)
+@router.post("", status_code=status.HTTP_201_CREATED)
 async def create_order(
     user: RequiredUser,
     body: NewOrder,
@@ -36,25 +36,20 @@ async def create_order(
     return OrderOut.of(order, ticket)
 
 
-@router.get("", response_model=list[OrderOut])
+@router.get("")
 async def list_orders(user: RequiredUser, storage: StorageDep) -> list[OrderOut]:
     orders = await storage.orders.of_user(user.id)
     tickets = await storage.tickets.by_id(order["ticketId"] for order in orders)
     return [OrderOut.of(order, tickets.get(order["ticketId"])) for order in orders]
 
 
-@router.get("/{order_id}", response_model=OrderOut)
+@router.get("/{order_id}")
 async def show_order(order_id: str, user: RequiredUser, storage: StorageDep) -> OrderOut:
     order = owned(await storage.orders.get(require_object_id(order_id)), user.id)
     return OrderOut.of(order, await storage.tickets.get(order["ticketId"]))
 
 
-@router.delete(
-    "/{order_id}",
-    status_code=status.HTTP_204_NO_CONTENT,
-    response_class=Response,
-    response_model=None,
-)
+@router.delete("/{order_id}", status_code=status.HTTP_204_NO_CONTENT)
 async def cancel_order(order_id: str, user: RequiredUser, storage: StorageDep) -> Response:
     """204 whether this call cancelled the order or it already was cancelled."""
     order = owned(await storage.orders.get(require_object_id(order_id)), user.id)

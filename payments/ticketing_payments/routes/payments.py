@@ -27,7 +27,7 @@ SettlementDep = Annotated[Settlement, Depends(context(Settlement))]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=PaymentOut)
+@router.post("", status_code=status.HTTP_201_CREATED)
 async def create_payment(
     body: NewPayment, user: RequiredUser, settlement: SettlementDep, settings: SettingsDep
 ) -> PaymentOut:

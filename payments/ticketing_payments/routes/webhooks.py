@@ -41,7 +41,7 @@ def verified_event(payload: bytes, header: str | None, secret: str | None) -> di
     return event
 
 
-@router.post("/webhook", response_model=Received, include_in_schema=False)
+@router.post("/webhook", include_in_schema=False)
 async def stripe_webhook(
     request: Request, settlement: SettlementDep, settings: SettingsDep
 ) -> Received:

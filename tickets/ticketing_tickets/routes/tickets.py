@@ -32,12 +32,7 @@ router = APIRouter(tags=["tickets"])
 TicketsDep = Annotated[Tickets, Depends(context(Tickets))]
 
 
-@router.post(
-    "",
-    status_code=status.HTTP_201_CREATED,
-    response_model=TicketOut,
-    response_model_exclude_none=True,
-)
+@router.post("", status_code=status.HTTP_201_CREATED, response_model_exclude_none=True)
 async def create_ticket(user: RequiredUser, body: NewTicket, tickets: TicketsDep) -> TicketOut:
     return TicketOut.of(await tickets.create(body.title, body.price, user.id))
 
@@ -50,7 +45,6 @@ def _next_link(request: Request, limit: int, listing: str) -> str:
 
 @router.get(
     "",
-    response_model=list[TicketOut],
     response_model_exclude_none=True,
     description=(
         "Open tickets, newest (most recently created) first. When more follow, the answer has "
@@ -74,7 +68,7 @@ async def list_tickets(
     return [TicketOut.of(ticket) for ticket in page]
 
 
-@router.get("/{ticket_id}", response_model=TicketOut, response_model_exclude_none=True)
+@router.get("/{ticket_id}", response_model_exclude_none=True)
 async def show_ticket(ticket_id: str, tickets: TicketsDep) -> TicketOut:
     ticket = await tickets.get(require_object_id(ticket_id))
     if ticket is None:
@@ -82,7 +76,7 @@ async def show_ticket(ticket_id: str, tickets: TicketsDep) -> TicketOut:
     return TicketOut.of(ticket)
 
 
-@router.put("/{ticket_id}", response_model=TicketOut, response_model_exclude_none=True)
+@router.put("/{ticket_id}", response_model_exclude_none=True)
 async def update_ticket(
     ticket_id: str,
     user: RequiredUser,
