@@ -23,6 +23,8 @@ class ServiceSettings(BaseSettings):
     port: int = 3000
     log_level: str = "INFO"
     startup_timeout_seconds: float = 60.0
+    # On SIGTERM, requests (and the expiration's jobs) in progress get this long to finish.
+    shutdown_grace_seconds: float = 10.0
     # Request bodies past this are refused with 413 `Request body too large` (SPEC §1).
     max_body_bytes: int = Field(default=1 << 20, gt=0)
     # Swagger UI, ReDoc and the OpenAPI JSON under the API prefix; production turns them off

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 from arq import Retry
+from pydantic import ValidationError
 
 from ticketing_common.events import OrderCreated, OrderStatus
 from ticketing_expiration.events.handlers import schedule_expiry
@@ -120,3 +121,9 @@ def test_jobs_and_redis_follow_the_settings():
     redis = redis_settings(settings)
     assert (redis.host, redis.port) == ("x", 6379)
     assert redis.conn_retries == max(1, int(settings.startup_timeout_seconds))
+
+
+@pytest.mark.parametrize("zero", ["poll_delay_seconds", "job_max_tries", "max_concurrent_jobs"])
+def test_a_setting_that_would_stop_expiry_is_refused(zero):
+    with pytest.raises(ValidationError):
+        Settings(nats_url="nats://x:4222", redis_url="redis://x:6379", **{zero: 0})
