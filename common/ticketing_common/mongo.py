@@ -6,7 +6,7 @@ import asyncio
 import random
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, TypedDict, get_args
 
 from bson import ObjectId
 from bson.errors import InvalidId
@@ -18,8 +18,32 @@ from pymongo.errors import DuplicateKeyError
 from ticketing_common.errors import Contention, NotFoundError
 
 Document = dict[str, Any]
-# A MongoDB update: operator (`$set`, `$unset`, `$inc`, `$min`) -> fields.
-Update = dict[str, dict[str, Any]]
+# A MongoDB update, as the domain's decisions write it: operator -> field (a dotted path) ->
+# its new value (`$set`), "" (`$unset`), a step (`$inc`) or a bound (`$min`). One value type
+# for every operator, so that `merge` treats them alike; the functional syntax because the
+# keys start with `$`.
+Update = TypedDict(
+    "Update",
+    {
+        "$set": dict[str, object],
+        "$unset": dict[str, object],
+        "$inc": dict[str, object],
+        "$min": dict[str, object],
+    },
+    total=False,
+)
+Operator = Literal["$set", "$unset", "$inc", "$min"]
+OPERATORS: tuple[Operator, ...] = get_args(Operator)
+
+
+def merge(*updates: Update) -> Update:
+    """One update that does what each of `updates` does (they change different fields)."""
+    merged: Update = {}
+    for update in updates:
+        for op in OPERATORS:
+            if op in update:
+                merged.setdefault(op, {}).update(update[op])
+    return merged
 
 
 def connect(uri: str) -> AsyncMongoClient[Document]:

@@ -32,7 +32,7 @@ from ticketing_common.bus import EventBus
 from ticketing_common.events import Event
 from ticketing_common.metrics import Metrics
 from ticketing_common.moments import now_ms
-from ticketing_common.mongo import Decide, Document, Index, change_versioned
+from ticketing_common.mongo import Decide, Document, Index, Update, change_versioned, merge
 from ticketing_common.periodic import Every
 
 log = logging.getLogger("ticketing.outbox")
@@ -55,17 +55,14 @@ def with_events(doc: Mapping[str, Any], *events: Event) -> Document:
     return {**doc, "outbox": _entries(events, 0), "outboxRev": len(events), "outboxAt": now_ms()}
 
 
-def add_events(
-    doc: Mapping[str, Any], update: Mapping[str, Mapping[str, Any]], *events: Event
-) -> dict[str, dict[str, Any]]:
+def add_events(doc: Mapping[str, Any], update: Update, *events: Event) -> Update:
     """An update of `doc` (as read; the write must be conditional on it) that also stores
     `events` in its outbox, after the events it already holds."""
-    changes = {k: dict(v) for k, v in update.items()}
-    for event_id, entry in _entries(events, doc.get("outboxRev", 0)).items():
-        changes.setdefault("$set", {})[f"outbox.{event_id}"] = entry
-    changes.setdefault("$inc", {})["outboxRev"] = len(events)
-    changes.setdefault("$min", {})["outboxAt"] = now_ms()
-    return changes
+    outbox: Update = {"$inc": {"outboxRev": len(events)}, "$min": {"outboxAt": now_ms()}}
+    entries = _entries(events, doc.get("outboxRev", 0))
+    if entries:  # an empty `$set` is refused
+        outbox["$set"] = {f"outbox.{event_id}": entry for event_id, entry in entries.items()}
+    return merge(update, outbox)
 
 
 def pending_events(docs: Iterable[Document]) -> list[Document]:

@@ -35,7 +35,7 @@ from bson import ObjectId
 from ticketing_common.errors import BadRequestError, NotAuthorizedError, NotFoundError
 from ticketing_common.events import OrderStatus
 from ticketing_common.moments import epoch_ms
-from ticketing_common.mongo import Update
+from ticketing_common.mongo import Update, merge
 from ticketing_common.outbox import add_events
 from ticketing_payments.events.publishers import payment_created, payment_refunded
 
@@ -194,14 +194,6 @@ def _oldest(order: Order, changed: str, field: Trace, test: Callable[[Attempt], 
     return {"$set": {field: min(moments)}} if moments else {"$unset": {field: ""}}
 
 
-def _merge(*updates: Update) -> Update:
-    merged: Update = {}
-    for update in updates:
-        for op, fields in update.items():
-            merged.setdefault(op, {}).update(fields)
-    return merged
-
-
 def start_update(
     order: Order | None, user_id: str, token: str, now: datetime, hold: timedelta
 ) -> Update | None:
@@ -231,7 +223,7 @@ def settle_update(order: Order | None, slot: str, stripe_id: str, now: datetime)
     if attempt is None or attempt["status"] not in (PaymentStatus.PENDING, PaymentStatus.FAILED):
         return None  # settled already (by a repeat, a webhook or the reconciler)
     at = f"attempts.{slot}"
-    update = _merge(
+    update = merge(
         {
             "$set": {
                 f"{at}.status": str(PaymentStatus.SUCCEEDED),
@@ -244,7 +236,7 @@ def settle_update(order: Order | None, slot: str, stripe_id: str, now: datetime)
     )
     if is_cancelled(order) or order.get("kept"):
         reason = CANCELLED_REASON if is_cancelled(order) else DUPLICATE_REASON
-        return _merge(update, _due(slot, reason, now))
+        return merge(update, _due(slot, reason, now))
     update["$set"]["kept"] = slot
     return add_events(order, update, payment_created(order, attempt, stripe_id))
 
@@ -266,7 +258,7 @@ def fail_update(
     }
     if stripe_id:
         fields[f"{at}.stripeId"] = stripe_id
-    return _merge({"$set": fields}, _oldest(order, slot, "pendingAt", is_pending))
+    return merge({"$set": fields}, _oldest(order, slot, "pendingAt", is_pending))
 
 
 def _due(slot: str, reason: str, now: datetime) -> Update:
@@ -297,7 +289,7 @@ def refunded_update(order: Order | None, slot: str, now: datetime) -> Update | N
     if attempt is None or attempt["status"] != PaymentStatus.SUCCEEDED:
         return None
     at = f"attempts.{slot}"
-    update = _merge(
+    update = merge(
         {
             "$set": {
                 f"{at}.status": str(PaymentStatus.REFUNDED),
