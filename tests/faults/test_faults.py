@@ -21,6 +21,7 @@ from devstack.testing import start_stack
 from tests.faults import invariants
 from tests.faults.workload import Tally, Workload
 from tests.system.money import Probe
+from ticketing_common.registry import installed_services
 from ticketing_testing import eventually
 
 ACK_WAIT_SECONDS = 2
@@ -47,8 +48,7 @@ class Fault:
 
 
 FAULTS = [
-    *(Fault(f"SIGKILL {s}", s) for s in ("auth", "tickets", "orders", "payments", "expiration")),
-    Fault("SIGKILL client", "client"),
+    *(Fault(f"SIGKILL {s.name}", s.name) for s in installed_services()),
     Fault("SIGKILL nats-server", "nats"),
     Fault("SIGKILL nx-27017", "mongo"),
     Fault("SIGKILL redis-server", "redis"),

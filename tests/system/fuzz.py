@@ -15,8 +15,10 @@ import httpx
 import schemathesis
 from schemathesis import Case, CheckContext, Response
 
-# Each service and the `/api/<area>` it serves.
-AREAS = {"auth": "users", "tickets": "tickets", "orders": "orders", "payments": "payments"}
+from ticketing_common.registry import installed_services
+
+# Each installed API service and the prefix it serves its routes (and its OpenAPI) under.
+API_PREFIXES = {s.name: s.route for s in installed_services() if s.route and s.route != "/"}
 
 # The statuses of the SPEC's error table (no 503: nothing is down while we fuzz), and the fixed
 # message where the table gives one.
@@ -165,7 +167,7 @@ def config(base_url: str, user: FuzzUser) -> schemathesis.Config:
 def load(service: str, service_url: str, base_url: str, user: FuzzUser) -> schemathesis.BaseSchema:
     """The service's OpenAPI, from its own port, plus the routes it hides; requests go to
     `base_url` (the ingress)."""
-    response = httpx.get(f"{service_url}/api/{AREAS[service]}/openapi.json", timeout=30)
+    response = httpx.get(f"{service_url}{API_PREFIXES[service]}/openapi.json", timeout=30)
     response.raise_for_status()
     document = response.json()
     document["paths"].update(copy.deepcopy(HIDDEN.get(service, {})))

@@ -16,7 +16,7 @@ from schemathesis import Case
 
 from devstack.stack import Stack
 
-from .fuzz import AREAS, FuzzUser, load, make_user, no_server_error, spec_error_body
+from .fuzz import API_PREFIXES, FuzzUser, load, make_user, no_server_error, spec_error_body
 
 
 @pytest.fixture(scope="session")
@@ -25,7 +25,7 @@ def fuzz_user(stack: Stack) -> FuzzUser:
     return make_user(stack.url)
 
 
-@pytest.fixture(params=sorted(AREAS))
+@pytest.fixture(params=sorted(API_PREFIXES))
 def api_schema(
     request: pytest.FixtureRequest, stack: Stack, fuzz_user: FuzzUser
 ) -> schemathesis.BaseSchema:

@@ -4,11 +4,12 @@ stack is shared by the session, so counts are compared with a scrape taken befor
 
 import httpx
 
+from ticketing_common.registry import installed_services
 from ticketing_testing import METRIC_FAMILIES, Scrape, scrape
 
 from .money import order_of, pay, until
 
-SERVICES = ("auth", "tickets", "orders", "payments", "expiration", "client")
+SERVICES = [s.name for s in installed_services()]
 # The outbox collections and durables each service reports on.
 OUTBOXES = {"tickets": "tickets", "orders": "orders", "payments": "orders"}
 DURABLES = {
