@@ -119,6 +119,10 @@ class BodyTooLarge(StarletteHTTPException):
         super().__init__(413, TOO_LARGE)
 
 
+async def _too_large(scope: Scope, receive: Receive, send: Send) -> None:
+    await error_response(413, [error_item(TOO_LARGE)])(scope, receive, send)
+
+
 class BodyLimitMiddleware(HttpMiddleware):
     """Refuse a request body over `max_bytes` with 413: at once when its Content-Length says so,
     else as soon as the streamed (chunked) body grows past it, before more of it is read."""
@@ -128,10 +132,9 @@ class BodyLimitMiddleware(HttpMiddleware):
         self.max_bytes = max_bytes
 
     async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        too_large = error_response(413, [error_item(TOO_LARGE)])
         declared = [v for k, v in scope["headers"] if k == b"content-length" and v.isdigit()]
         if declared and int(declared[0]) > self.max_bytes:
-            await too_large(scope, receive, send)
+            await _too_large(scope, receive, send)
             return
         received = 0
         tracked = TrackedSend(send)
@@ -150,7 +153,7 @@ class BodyLimitMiddleware(HttpMiddleware):
         except BodyTooLarge:
             if tracked.started:
                 raise
-            await too_large(scope, receive, send)
+            await _too_large(scope, receive, send)
 
 
 class UnexpectedErrorMiddleware(HttpMiddleware):
