@@ -9,7 +9,6 @@ from functools import cache
 from importlib.metadata import entry_points
 
 from ticketing_common.service import Service
-from ticketing_common.settings import NatsSettings
 
 GROUP = "ticketing.services"
 
@@ -38,7 +37,7 @@ def installed_services() -> tuple[Installed, ...]:
                 distribution=entry.dist.name if entry.dist else entry.module,
                 route=service.api_prefix or ("/" if service.routers else None),
                 uses_mongo=service.uses_mongo,
-                uses_nats=issubclass(service.settings, NatsSettings),
+                uses_nats=service.uses_nats,
             )
         )
     return tuple(sorted(found, key=lambda s: s.name))

@@ -190,6 +190,10 @@ class Service(Generic[S, C]):
     def uses_mongo(self) -> bool:
         return issubclass(self.settings, MongoSettings)
 
+    @property
+    def uses_nats(self) -> bool:
+        return issubclass(self.settings, NatsSettings)
+
     def build(self, settings: S) -> FastAPI:
         """The service's app; its lifespan connects, starts and stops everything."""
 

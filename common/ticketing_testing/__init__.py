@@ -54,7 +54,7 @@ from ticketing_common.listener import durable_name
 from ticketing_common.mongo import Document, connect, database
 from ticketing_common.service import Service
 from ticketing_common.sessions import issue_token
-from ticketing_common.settings import NatsSettings, ServiceSettings
+from ticketing_common.settings import ServiceSettings
 
 T = TypeVar("T")
 TEST_JWT_KEY = "test-jwt-key-that-is-long-enough-for-hs256"
@@ -328,7 +328,7 @@ def settings(service: Service[Any, Any], request: pytest.FixtureRequest) -> Serv
     fields = service.settings.model_fields
     if service.uses_mongo:
         values["mongo_uri"] = request.getfixturevalue("mongo_uri")
-    if issubclass(service.settings, NatsSettings):
+    if service.uses_nats:
         values.update(
             nats_url=request.getfixturevalue("nats_url"),
             listener_backoff_seconds=0.05,
