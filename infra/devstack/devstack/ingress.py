@@ -219,13 +219,16 @@ async def proxy(request: web.Request) -> web.StreamResponse:
             log.warning("%s %s: %s unavailable (%r)", request.method, request.path, base, exc)
             return unavailable()
     async with upstream:
-        response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
-        for name, value in forward_headers(upstream.headers).items():
-            response.headers.add(name, value)
+        headers = forward_headers(upstream.headers)
+        if upstream.content.is_eof():  # the whole answer came: headers and body in one write
+            body = upstream.content.read_nowait()
+            return web.Response(
+                status=upstream.status, reason=upstream.reason, headers=headers, body=body
+            )
+        response = web.StreamResponse(
+            status=upstream.status, reason=upstream.reason, headers=headers
+        )
         await response.prepare(request)
-        if upstream.content.is_eof():  # the whole answer came with its headers: one write
-            await response.write_eof(upstream.content.read_nowait())
-            return response
         try:
             async for chunk in upstream.content.iter_any():
                 await response.write(chunk)
