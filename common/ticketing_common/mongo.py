@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import random
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -13,8 +14,9 @@ from bson.errors import InvalidId
 from pymongo import AsyncMongoClient, ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError, WriteError
 
+from ticketing_common.batching import GroupCommit, Outcome
 from ticketing_common.errors import Contention, NotFoundError
 
 Document = dict[str, Any]
@@ -69,6 +71,50 @@ def require_object_id(value: str) -> ObjectId:
     if oid is None:
         raise NotFoundError()
     return oid
+
+
+class Batched:
+    """One collection's inserts and reads by `_id`: the calls that come while one is in flight
+    go out as one command (see `batching`), each caller still getting its own answer."""
+
+    def __init__(self, collection: AsyncCollection[Document]) -> None:
+        self.collection = collection
+        self._inserts: GroupCommit[Document, None] = GroupCommit(self._insert_many)
+        self._reads: GroupCommit[Any, Document | None] = GroupCommit(self._find_many)
+
+    async def insert_one(self, doc: Document) -> None:
+        """As `insert_one`: DuplicateKeyError when the document clashes on a unique index."""
+        await self._inserts(doc)
+
+    async def find_one(self, doc_id: Any) -> Document | None:
+        return await self._reads(doc_id)
+
+    async def _insert_many(self, docs: list[Document]) -> list[Outcome[None]]:
+        try:
+            await self.collection.insert_many(docs, ordered=False)
+        except BulkWriteError as exc:
+            if exc.details.get("writeConcernErrors"):
+                raise
+            failed = {error["index"]: error for error in exc.details.get("writeErrors", [])}
+            return [_write_error(failed[i]) if i in failed else None for i in range(len(docs))]
+        return [None] * len(docs)
+
+    async def _find_many(self, ids: list[Any]) -> list[Outcome[Document | None]]:
+        found = {doc["_id"]: doc async for doc in self.collection.find({"_id": {"$in": ids}})}
+        answers: list[Outcome[Document | None]] = []
+        given: set[Any] = set()
+        for doc_id in ids:
+            doc = found.get(doc_id)
+            # Two callers of one id each get a document of their own to change.
+            answers.append(copy.deepcopy(doc) if doc_id in given else doc)
+            given.add(doc_id)
+        return answers
+
+
+def _write_error(error: Mapping[str, Any]) -> WriteError:
+    """One document's error in an unordered insert, as `insert_one` would have raised it."""
+    kind = DuplicateKeyError if error.get("code") == 11000 else WriteError
+    return kind(error.get("errmsg", "write error"), error.get("code"), dict(error))
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,15 @@ from ticketing_common.bus import EventBus
 from ticketing_common.events import Event
 from ticketing_common.metrics import Metrics
 from ticketing_common.moments import now_ms
-from ticketing_common.mongo import Decide, Document, Index, Update, change_versioned, merge
+from ticketing_common.mongo import (
+    Batched,
+    Decide,
+    Document,
+    Index,
+    Update,
+    change_versioned,
+    merge,
+)
 from ticketing_common.periodic import Every
 
 log = logging.getLogger("ticketing.outbox")
@@ -274,6 +282,8 @@ class Outbox:
     def __init__(self, collection: AsyncCollection[Document], relay: OutboxRelay | None) -> None:
         self.collection = collection
         self.relay = relay
+        # Inserts and first reads: under load, many requests' in one command.
+        self.batched = Batched(collection)
 
     def _written(self, doc: Document) -> None:
         if self.relay is not None:
@@ -281,7 +291,7 @@ class Outbox:
 
     async def insert(self, doc: Document) -> None:
         """Insert a document built with `with_events`."""
-        await self.collection.insert_one(doc)
+        await self.batched.insert_one(doc)
         self._written(doc)
 
     async def change(
@@ -293,6 +303,8 @@ class Outbox:
         read: Document | None = None,
     ) -> tuple[Document | None, bool]:
         """`change_versioned`, publishing the events the change stored."""
+        if read is None:  # (none found: change_versioned reads again, and decides on None)
+            read = await self.batched.find_one(doc_id)
         doc, changed = await change_versioned(
             self.collection, doc_id, decide, field=field, read=read
         )

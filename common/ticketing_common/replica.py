@@ -10,7 +10,7 @@ from bson import ObjectId
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError
 
-from ticketing_common.mongo import Document, object_id, update_versioned
+from ticketing_common.mongo import Batched, Document, object_id, update_versioned
 
 
 class Applied(Enum):
@@ -27,7 +27,7 @@ def event_object_id(value: str) -> ObjectId:
     return oid
 
 
-async def insert_first(collection: AsyncCollection[Document], doc: Document) -> Applied:
+async def insert_first(collection: Batched, doc: Document) -> Applied:
     """Version 0 of a replica; a repeat finds it there."""
     try:
         await collection.insert_one(doc)

@@ -19,7 +19,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from ticketing_common.events import TicketCreated, TicketUpdated
-from ticketing_common.mongo import Document, Index, Update
+from ticketing_common.mongo import Batched, Document, Index, Update
 from ticketing_common.outbox import Outbox, OutboxRelay
 from ticketing_common.replica import Applied, apply_next, event_object_id, insert_first
 from ticketing_common.runtime import Runtime
@@ -125,9 +125,10 @@ class TicketReplica:
 
     def __init__(self, db: AsyncDatabase[Document]) -> None:
         self.collection = db[TICKETS]
+        self.batched = Batched(self.collection)  # each order's read, many in one under load
 
     async def get(self, ticket_id: ObjectId) -> TicketDoc | None:
-        return cast(TicketDoc | None, await self.collection.find_one({"_id": ticket_id}))
+        return cast(TicketDoc | None, await self.batched.find_one(ticket_id))
 
     async def by_id(self, ticket_ids: Iterable[ObjectId]) -> dict[ObjectId, TicketDoc]:
         """The tickets of many orders in one query, not one per order."""
@@ -145,7 +146,7 @@ class TicketReplica:
             "price": event.price,
             "version": event.version,
         }
-        return await insert_first(self.collection, cast(Document, ticket))
+        return await insert_first(self.batched, cast(Document, ticket))
 
     async def update(self, event: TicketUpdated) -> Applied:
         """Version N lands only on top of N-1, so updates apply in the order tickets made them."""

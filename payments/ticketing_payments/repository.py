@@ -100,7 +100,7 @@ class OrderReplicas:
             "attempts": {},
             "tries": 0,
         }
-        return await insert_first(self.collection, doc)
+        return await insert_first(self.outbox.batched, doc)
 
     async def cancel(self, event: OrderCancelled) -> Applied:
         """Version N applies only on top of N-1; `rev` moves, so no charge decided on the
