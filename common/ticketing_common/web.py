@@ -4,15 +4,13 @@ error body with their HTTP status (the one place that maps them), and the last-r
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from nats.errors import ConnectionClosedError, NoServersError
-from nats.errors import TimeoutError as NatsTimeoutError
-from pymongo.errors import ConnectionFailure, ServerSelectionTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -44,15 +42,24 @@ STATUS: dict[type[DomainError], int] = {
     ServiceUnavailableError: 503,
 }
 
-# Failures of a dependency rather than of the request: answered with 503.
-OUTAGES: tuple[type[BaseException], ...] = (
-    Contention,
-    ConnectionFailure,
-    ServerSelectionTimeoutError,
-    ConnectionClosedError,
-    NoServersError,
-    NatsTimeoutError,
-)
+# Failures of a dependency rather than of the request, answered with 503: `Contention`, and
+# these drivers' exceptions, by module and name so that asking imports no driver.
+DRIVER_OUTAGES: dict[str, tuple[str, ...]] = {
+    "pymongo.errors": ("ConnectionFailure",),  # ServerSelectionTimeoutError is one
+    "nats.errors": ("ConnectionClosedError", "NoServersError", "TimeoutError"),
+}
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Whether `exc` is a dependency's failure: a driver's exception exists only once its module
+    is loaded, so a service that never loads the driver need not import it to ask."""
+    if isinstance(exc, Contention):
+        return True
+    for module_name, names in DRIVER_OUTAGES.items():
+        module = sys.modules.get(module_name)
+        if module is not None and isinstance(exc, tuple(getattr(module, n) for n in names)):
+            return True
+    return False
 
 
 def status_of(error: DomainError) -> int:
@@ -166,7 +173,7 @@ class UnexpectedErrorMiddleware(HttpMiddleware):
         except BodyTooLarge:
             raise  # answered with 413 by the BodyLimitMiddleware around this one
         except Exception as exc:
-            if isinstance(exc, OUTAGES):
+            if is_outage(exc):
                 log.warning("dependency unavailable: %r", exc)
                 response = error_response(503, [error_item("Service unavailable")])
             else:
