@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import nats
 from nats.aio.client import Client as NATS
@@ -17,6 +17,9 @@ from nats.js.errors import NotFoundError as StreamNotFoundError
 
 from ticketing_common.events import STREAM_SUBJECTS
 from ticketing_common.metrics import Metrics
+
+if TYPE_CHECKING:
+    from ticketing_common.settings import NatsSettings
 
 log = logging.getLogger("ticketing.bus")
 
@@ -35,6 +38,18 @@ class StreamLimits:
     dead_letter_max_age_seconds: float = 30 * DAY
     dead_letter_max_bytes: int = 256 << 20
     replicas: int = 1  # copies of each stream in a NATS cluster (3 in production)
+
+    @classmethod
+    def of(cls, settings: NatsSettings) -> StreamLimits:
+        """The limits a service's settings name; here, so that settings need not import NATS."""
+        return cls(
+            max_age_seconds=settings.nats_stream_max_age_seconds,
+            max_bytes=settings.nats_stream_max_bytes,
+            duplicate_window_seconds=settings.nats_duplicate_window_seconds,
+            dead_letter_max_age_seconds=settings.nats_dead_letter_max_age_seconds,
+            dead_letter_max_bytes=settings.nats_dead_letter_max_bytes,
+            replicas=settings.nats_stream_replicas,
+        )
 
 
 async def _quiet(exc: Exception) -> None:

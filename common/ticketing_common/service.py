@@ -19,7 +19,7 @@ from pymongo.errors import ConfigurationError
 from starlette.types import Lifespan
 
 from ticketing_common import tracing
-from ticketing_common.bus import EventBus
+from ticketing_common.bus import EventBus, StreamLimits
 from ticketing_common.errors import error_item
 from ticketing_common.events import Event
 from ticketing_common.handlers import Handler, Handlers
@@ -242,7 +242,7 @@ async def run_service(service: Service[S, C], app: FastAPI, settings: S) -> Asyn
                         settings.nats_url,
                         name=settings.service_name,
                         stream=settings.nats_stream,
-                        limits=settings.stream_limits(),
+                        limits=StreamLimits.of(settings),
                         metrics=runtime.metrics,
                     ),
                     timeout,

@@ -10,8 +10,6 @@ from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from starlette.requests import Request
 
-from ticketing_common.bus import StreamLimits
-
 
 class ServiceSettings(BaseSettings):
     """What every service reads; services add the mixins of the parts they use."""
@@ -56,7 +54,7 @@ class SessionSettings(BaseSettings):
 class NatsSettings(BaseSettings):
     nats_url: str
     nats_stream: str = "TICKETING"
-    # Stream limits, applied to the running streams at start (see bus.StreamLimits).
+    # Stream limits, applied to the running streams at start (see bus.StreamLimits.of).
     nats_stream_max_age_seconds: float = 7 * 86400
     nats_stream_max_bytes: int = 1 << 30
     nats_duplicate_window_seconds: float = 3600
@@ -71,16 +69,6 @@ class NatsSettings(BaseSettings):
     listener_concurrency: int = 32
     listener_batch: int = 64
     outbox_sweep_seconds: float = 1.0
-
-    def stream_limits(self) -> StreamLimits:
-        return StreamLimits(
-            max_age_seconds=self.nats_stream_max_age_seconds,
-            max_bytes=self.nats_stream_max_bytes,
-            duplicate_window_seconds=self.nats_duplicate_window_seconds,
-            dead_letter_max_age_seconds=self.nats_dead_letter_max_age_seconds,
-            dead_letter_max_bytes=self.nats_dead_letter_max_bytes,
-            replicas=self.nats_stream_replicas,
-        )
 
 
 S = TypeVar("S", bound=BaseSettings)

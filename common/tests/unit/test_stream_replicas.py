@@ -6,12 +6,12 @@ import pytest
 from nats.aio.client import Client as NATS
 from pydantic import ValidationError
 
-from ticketing_common.bus import EventBus, _drifted
+from ticketing_common.bus import EventBus, StreamLimits, _drifted
 from ticketing_common.settings import NatsSettings
 
 
 def configs(**env):
-    limits = NatsSettings(nats_url="nats://127.0.0.1:1", **env).stream_limits()
+    limits = StreamLimits.of(NatsSettings(nats_url="nats://127.0.0.1:1", **env))
     return EventBus(NATS(), "TICKETING", limits).stream_configs()
 
 
