@@ -21,14 +21,13 @@ import json
 import logging
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bson import ObjectId
 from pymongo import UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 
 from ticketing_common import tracing
-from ticketing_common.bus import EventBus
 from ticketing_common.events import Event
 from ticketing_common.metrics import Metrics
 from ticketing_common.moments import now_ms
@@ -42,6 +41,9 @@ from ticketing_common.mongo import (
     merge,
 )
 from ticketing_common.periodic import Every
+
+if TYPE_CHECKING:
+    from ticketing_common.bus import EventBus  # the relay is handed one: no NATS to load here
 
 log = logging.getLogger("ticketing.outbox")
 

@@ -5,17 +5,19 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from pymongo import AsyncMongoClient
-from pymongo.asynchronous.database import AsyncDatabase
-
-from ticketing_common.bus import EventBus
 from ticketing_common.metrics import Metrics
-from ticketing_common.mongo import Document, database
-from ticketing_common.outbox import OutboxRelay
 from ticketing_common.periodic import Every
 from ticketing_common.settings import ServiceSettings
+
+if TYPE_CHECKING:  # the drivers' types only: a service without MongoDB or NATS never loads them
+    from pymongo import AsyncMongoClient
+    from pymongo.asynchronous.database import AsyncDatabase
+
+    from ticketing_common.bus import EventBus
+    from ticketing_common.mongo import Document
+    from ticketing_common.outbox import OutboxRelay
 
 T = TypeVar("T")
 
@@ -49,7 +51,7 @@ class Runtime:
     @property
     def db(self) -> AsyncDatabase[Document]:
         assert self.mongo is not None, "this service has no database"
-        db: AsyncDatabase[Document] = database(self.mongo)
+        db: AsyncDatabase[Document] = self.mongo.get_default_database()
         return db
 
     async def ready(self) -> bool:

@@ -8,29 +8,29 @@ import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import uvicorn
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
-from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import ConfigurationError
 from starlette.types import Lifespan
 
 from ticketing_common import tracing
-from ticketing_common.bus import EventBus, StreamLimits
 from ticketing_common.errors import error_item
 from ticketing_common.events import Event
 from ticketing_common.handlers import Handler, Handlers
-from ticketing_common.listener import Listener
 from ticketing_common.logs import RequestContextMiddleware, configure_logging
 from ticketing_common.metrics import Metrics, MetricsMiddleware
-from ticketing_common.mongo import Document, Index, connect, ensure_indexes
-from ticketing_common.outbox import OUTBOX_INDEX, OutboxRelay
 from ticketing_common.runtime import Periodic, Runtime
 from ticketing_common.settings import MongoSettings, NatsSettings, ServiceSettings, load_settings
 from ticketing_common.web import error_response, install_error_handlers
+
+if TYPE_CHECKING:
+    from pymongo.asynchronous.database import AsyncDatabase
+
+    from ticketing_common.listener import Listener
+    from ticketing_common.mongo import Document, Index
 
 log = logging.getLogger("ticketing.service")
 T = TypeVar("T")
@@ -129,16 +129,22 @@ def service_app(
     return app
 
 
-async def _until_up(what: str, attempt: Callable[[], Awaitable[T]], patience: float) -> T:
-    """Retry a connection at start-up: `docker stack deploy` ignores `depends_on`."""
+async def _until_up(
+    what: str,
+    attempt: Callable[[], Awaitable[T]],
+    patience: float,
+    fatal: tuple[type[Exception], ...] = (),
+) -> T:
+    """Retry a connection at start-up: `docker stack deploy` ignores `depends_on`. What is
+    `fatal` (a malformed URI) does not get better by waiting: raised at once."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + patience
     delay = 0.2
     while True:
         try:
             return await attempt()
-        except ConfigurationError:
-            raise  # a malformed URI does not get better by waiting
+        except fatal:
+            raise
         except Exception as exc:
             if loop.time() >= deadline:
                 raise
@@ -227,15 +233,29 @@ async def run_service(service: Service[S, C], app: FastAPI, settings: S) -> Asyn
     started: list[Listener[Any]] = []
     timers = [p.timer(runtime) for p in service.periodic]
     timeout = settings.startup_timeout_seconds
-    wanted = {name: list(specs) for name, specs in service.indexes.items()}
-    for name in service.outbox:
-        wanted.setdefault(name, []).append(OUTBOX_INDEX)
     async with AsyncExitStack() as stack:
         try:
+            # Imported in the branch that uses them: a service without MongoDB or NATS never
+            # loads its driver (each is megabytes of memory).
             if isinstance(settings, MongoSettings):
+                from pymongo.errors import ConfigurationError
+
+                from ticketing_common.mongo import connect, ensure_indexes
+                from ticketing_common.outbox import OUTBOX_INDEX
+
+                wanted = {name: list(specs) for name, specs in service.indexes.items()}
+                for name in service.outbox:
+                    wanted.setdefault(name, []).append(OUTBOX_INDEX)
                 runtime.mongo = connect(settings.mongo_uri)
-                await _until_up("mongodb", lambda: ensure_indexes(runtime.db, wanted), timeout)
+                await _until_up(
+                    "mongodb",
+                    lambda: ensure_indexes(runtime.db, wanted),
+                    timeout,
+                    fatal=(ConfigurationError,),
+                )
             if isinstance(settings, NatsSettings):
+                from ticketing_common.bus import EventBus, StreamLimits
+
                 runtime.bus = await _until_up(
                     "nats",
                     lambda: EventBus.connect(
@@ -248,6 +268,8 @@ async def run_service(service: Service[S, C], app: FastAPI, settings: S) -> Asyn
                     timeout,
                 )
                 if service.outbox:
+                    from ticketing_common.outbox import OutboxRelay
+
                     runtime.relay = OutboxRelay(
                         runtime.bus,
                         [runtime.db[name] for name in service.outbox],
@@ -283,6 +305,8 @@ async def run_service(service: Service[S, C], app: FastAPI, settings: S) -> Asyn
 
 
 def _listener(runtime: Runtime, event_type: type[E], handler: Handler[E, Any]) -> Listener[E]:
+    from ticketing_common.listener import Listener  # NATS: only a service that listens loads it
+
     context = runtime.context
 
     async def apply(event: E) -> None:
