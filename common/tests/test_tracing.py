@@ -10,7 +10,7 @@ from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from opentelemetry.sdk.trace.sampling import Decision, ParentBased, TraceIdRatioBased
 from opentelemetry.trace import SpanKind
 
-from ticketing_common import tracing
+from ticketing_common import tracing, tracing_sdk
 from ticketing_common.events import TicketCreated
 from ticketing_common.listener import Listener, Retry
 from ticketing_common.outbox import Outbox, OutboxRelay, with_events
@@ -130,7 +130,7 @@ async def _post_things(db, bus, sampler, requests):
         return {"id": str(oid)}
 
     with traced_in_memory(sampler) as (provider, exporter):
-        transport = httpx.ASGITransport(app=tracing.instrumented(app, provider))
+        transport = httpx.ASGITransport(app=tracing_sdk.instrumented(app, provider))
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
             ids = [(await http.post("/things", headers=h)).json()["id"] for h in requests]
     seen = []

@@ -5,216 +5,67 @@ The W3C trace context of the operation that caused an event travels with it: sto
 outbox entry (`carrier`), sent as NATS headers (`headers_of`), continued by the listener that
 applies it (`consuming`) and by a job scheduled for later (`continued`).
 
-A trace that is not sampled runs with the instrumentation suppressed (`SampledOnly`, `_quiet`):
-what the instrumentation does for every request, sampled or not, is most of what tracing at
-10 % would otherwise cost. It still carries its trace context, flagged unsampled, so every part
-of one purchase makes the same decision.
+A trace that is not sampled runs with the instrumentation suppressed (`_quiet`, and
+`tracing_sdk.SampledOnly` for requests): what the instrumentation does for every request,
+sampled or not, is most of what tracing at 10 % would otherwise cost. It still carries its trace
+context, flagged unsampled, so every part of one purchase makes the same decision.
+
+This module needs only the OpenTelemetry API; what needs the SDK (the provider, its sampler and
+exporters, the instrumented app) is in `tracing_sdk`, imported only once tracing is switched on.
 """
 
 from __future__ import annotations
 
-import importlib
-import logging
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from contextvars import ContextVar
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context, attach, detach
 from opentelemetry.instrumentation.utils import suppress_instrumentation
-from opentelemetry.sdk.resources import SERVICE_NAME, Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
-from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
-from opentelemetry.sdk.trace.sampling import (
-    Decision,
-    Sampler,
-    SamplingResult,
-    _get_from_env_or_default,
-)
-from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, TraceState
-from opentelemetry.util.http import ExcludeList, parse_excluded_urls
+from opentelemetry.trace import SpanKind
 from opentelemetry.util.types import Attributes, AttributeValue
-from starlette.types import ASGIApp, Receive, Scope, Send
-
-from ticketing_common.asgi import HttpMiddleware
-from ticketing_common.spanfile import SpanFileExporter
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
     from nats.aio.msg import Msg
-
-log = logging.getLogger("ticketing.tracing")
+    from opentelemetry.sdk.trace import TracerProvider
+    from starlette.types import ASGIApp
 
 # The environment switch of the dev runner's exporter: one JSON-lines file per service here.
 TRACES_DIR = "TRACES_DIR"
 # What an event or a job carries of its cause's trace (W3C Trace Context).
 TRACE_HEADERS = ("traceparent", "tracestate")
-_TRACE_HEADER_NAMES = tuple(name.encode() for name in TRACE_HEADERS)
-# Client libraries traced when installed (each service installs those it uses).
-INSTRUMENTORS = (
-    ("opentelemetry.instrumentation.pymongo", "PymongoInstrumentor"),
-    ("opentelemetry.instrumentation.aiohttp_client", "AioHttpClientInstrumentor"),
-    ("opentelemetry.instrumentation.httpx", "HTTPXClientInstrumentor"),
-    ("opentelemetry.instrumentation.redis", "RedisInstrumentor"),
-)
-UNTRACED_PATHS = "healthz,readyz"
 
 _provider: TracerProvider | None = None
 _tracer: trace.Tracer = trace.NoOpTracer()
 
 
-class WithinOperations(Sampler):
-    """Drops client calls made outside any request, message or job (arq's Redis polls, outbox
-    sweeps, health checks): each would otherwise be a trace of its own, many a second."""
-
-    def __init__(self, delegate: Sampler) -> None:
-        self.delegate = delegate
-
-    def should_sample(
-        self,
-        parent_context: Context | None,
-        trace_id: int,
-        name: str,
-        kind: SpanKind | None = None,
-        attributes: Attributes = None,
-        links: Sequence[Link] | None = None,
-        trace_state: TraceState | None = None,
-    ) -> SamplingResult:
-        orphan = not trace.get_current_span(parent_context).get_span_context().is_valid
-        if kind == SpanKind.CLIENT and orphan:
-            return SamplingResult(Decision.DROP)
-        return self.delegate.should_sample(
-            parent_context, trace_id, name, kind, attributes, links, trace_state
-        )
-
-    def get_description(self) -> str:
-        return f"WithinOperations{{{self.delegate.get_description()}}}"
-
-
-def _exporters(service: str, environ: Mapping[str, str]) -> list[SpanExporter]:
-    """The exporters the environment asks for: OTEL_TRACES_EXPORTER (otlp, console, none; otlp
-    by default once an OTLP endpoint is set) and the span file under TRACES_DIR."""
+def requested(environ: Mapping[str, str]) -> tuple[list[str], str | None]:
+    """What the environment asks of tracing: the OTEL_TRACES_EXPORTER names (otlp by default
+    once an OTLP endpoint is set) and the span files' folder, TRACES_DIR; neither when
+    OTEL_SDK_DISABLED=true."""
     if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
-        return []
+        return [], None
     endpoint = environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or environ.get(
         "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
     )
     names = environ.get("OTEL_TRACES_EXPORTER", "otlp" if endpoint else "none")
-    exporters: list[SpanExporter] = []
-    for name in (n.strip().lower() for n in names.split(",")):
-        if name == "otlp":
-            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
-            exporters.append(OTLPSpanExporter())  # endpoint, headers, timeout: OTEL_EXPORTER_OTLP_*
-        elif name == "console":
-            exporters.append(ConsoleSpanExporter())
-        elif name not in ("none", ""):
-            log.warning("OTEL_TRACES_EXPORTER %r is not supported here: ignored", name)
-    if folder := environ.get(TRACES_DIR):
-        exporters.append(SpanFileExporter(Path(folder) / f"{service}.jsonl"))
-    return exporters
-
-
-def configure(service: str) -> TracerProvider | None:
-    """Switch tracing on if the environment asks for it and instrument the client libraries
-    installed; the provider, None with tracing off."""
-    global _provider, _tracer
-    if _provider is None:
-        exporters = _exporters(service, os.environ)
-        if not exporters:
-            return None
-        name = os.environ.get("OTEL_SERVICE_NAME") or service
-        # OTEL_TRACES_SAMPLER(_ARG) as the SDK reads them (parentbased_always_on by default).
-        sampler = WithinOperations(_get_from_env_or_default())
-        provider = TracerProvider(
-            sampler=sampler, resource=Resource.create({SERVICE_NAME: name}), id_generator=RootIds()
-        )
-        for exporter in exporters:
-            provider.add_span_processor(BatchSpanProcessor(exporter))  # OTEL_BSP_* apply
-        trace.set_tracer_provider(provider)
-        _provider, _tracer = provider, provider.get_tracer("ticketing")
-        for module, kind in INSTRUMENTORS:
-            try:
-                instrumentor = getattr(importlib.import_module(module), kind)()
-            except ImportError:
-                continue
-            if not instrumentor.is_instrumented_by_opentelemetry:
-                instrumentor.instrument(tracer_provider=provider)
-    return _provider
+    wanted = [n for n in (n.strip().lower() for n in names.split(",")) if n not in ("none", "")]
+    return wanted, environ.get(TRACES_DIR) or None
 
 
 def served(service: str, app: FastAPI) -> ASGIApp:
     """What to serve: `app` as it is with tracing off; with it on, instrumented, behind the
     gate that lets only sampled requests through the instrumentation."""
-    provider = configure(service)
-    return app if provider is None else instrumented(app, provider)
+    names, folder = requested(os.environ)
+    if _provider is None and not names and folder is None:
+        return app  # tracing off: the SDK is never imported
+    from ticketing_common import tracing_sdk
 
-
-def instrumented(app: FastAPI, provider: TracerProvider) -> ASGIApp:
-    """`app` traced by the FastAPI instrumentation, behind `SampledOnly`."""
-    from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
-
-    excluded = os.environ.get("OTEL_PYTHON_FASTAPI_EXCLUDED_URLS", UNTRACED_PATHS)
-    FastAPIInstrumentor.instrument_app(
-        app, tracer_provider=provider, excluded_urls=excluded, exclude_spans=["receive", "send"]
-    )
-    return SampledOnly(app, provider, parse_excluded_urls(excluded))
-
-
-# The trace id a request's root span is to have: the one its sampling decision was made on.
-_root_trace_id: ContextVar[int | None] = ContextVar("root_trace_id", default=None)
-
-
-class RootIds(RandomIdGenerator):
-    """Random ids, but a request's root span gets the trace id `SampledOnly` sampled it by."""
-
-    def generate_trace_id(self) -> int:
-        return _root_trace_id.get() or super().generate_trace_id()
-
-
-class SampledOnly(HttpMiddleware):
-    """ASGI middleware in front of the instrumented app: a request in a sampled trace (its
-    `traceparent` says so, or the sampler samples the new trace) goes through the
-    instrumentation; any other runs quiet, in its unsampled trace."""
-
-    def __init__(self, app: ASGIApp, provider: TracerProvider, excluded: ExcludeList) -> None:
-        super().__init__(app)
-        self.sampler = provider.sampler
-        self.ids = provider.id_generator
-        self.excluded = excluded
-
-    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.excluded.url_disabled(scope["path"]):
-            with suppress_instrumentation():
-                await self.app(scope, receive, send)
-            return
-        carried = {
-            name.decode("latin-1"): value.decode("latin-1")
-            for name, value in scope["headers"]
-            if name in _TRACE_HEADER_NAMES
-        }
-        context = propagate.extract(carried)
-        if not trace.get_current_span(context).get_span_context().is_valid:
-            trace_id = self.ids.generate_trace_id()
-            chosen = self.sampler.should_sample(None, trace_id, "request", SpanKind.SERVER)
-            if chosen.decision is Decision.RECORD_AND_SAMPLE:
-                token = _root_trace_id.set(trace_id)
-                try:
-                    await self.app(scope, receive, send)
-                finally:
-                    _root_trace_id.reset(token)
-                return
-            root = SpanContext(trace_id, self.ids.generate_span_id(), is_remote=False)
-            context = trace.set_span_in_context(NonRecordingSpan(root), context)
-        if _unsampled(context):
-            with _quiet(context):
-                await self.app(scope, receive, send)
-        else:
-            await self.app(scope, receive, send)
+    provider = tracing_sdk.configure(service)
+    return app if provider is None else tracing_sdk.instrumented(app, provider)
 
 
 def _unsampled(context: Context) -> bool:
@@ -237,6 +88,11 @@ def _quiet(context: Context) -> Iterator[None]:
 
 def enabled() -> bool:
     return _provider is not None
+
+
+def provider() -> TracerProvider | None:
+    """The provider traced with: the configured one, a test's, or None with tracing off."""
+    return _provider
 
 
 def use(provider: TracerProvider | None) -> None:

@@ -46,7 +46,7 @@ from prometheus_client.samples import Sample
 from pymongo import MongoClient, monitoring
 from pymongo.asynchronous.database import AsyncDatabase
 
-from ticketing_common import tracing
+from ticketing_common import tracing, tracing_sdk
 from ticketing_common.bus import DEAD_LETTER_STREAM, EventBus
 from ticketing_common.embedded import free_port, start_mongo, start_nats, start_redis
 from ticketing_common.events import Event
@@ -223,7 +223,7 @@ def traced_in_memory(
     """Tracing on within the block (sampled by `sampler`, the SDK's default if None), its
     finished spans kept in memory; off again afterwards."""
     exporter = InMemorySpanExporter()
-    provider = TracerProvider(sampler=sampler, id_generator=tracing.RootIds())
+    provider = TracerProvider(sampler=sampler, id_generator=tracing_sdk.RootIds())
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     tracing.use(provider)
     try:
